@@ -1,0 +1,1 @@
+"""Attacks: each turns a config into a trained model plus the triggers that activate it."""

@@ -1,0 +1,143 @@
+"""Command-line layer: parses arguments and calls the Python API, nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .checkpoint import CheckpointError
+
+USER_ERRORS = (CheckpointError, FileNotFoundError, KeyError, ValueError)
+
+
+class SnnGroup(click.Group):
+    """Turns expected user errors into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as err:
+            message = err.args[0] if err.args else str(err)
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished stages are saved; run again to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=SnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """snnbackdoor: mount, measure and defend against backdoors in spiking neural networks."""
+    threads = os.environ.get("SNNBACKDOOR_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.epochs=5 (repeatable).",
+)
+
+
+def _out_option(help_text: str):
+    return click.option("--out", type=click.Path(file_okay=False), default=None, help=help_text)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_out_option("Run directory (default runs/<name>).")
+@set_option
+def train(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
+    """Train a clean model from CONFIG (kind: train) and write its run directory."""
+    from .experiment import load_config, run_experiment
+
+    cfg = load_config(config, overrides)
+    if cfg.kind != "train":
+        raise ValueError(f"{config} is a '{cfg.kind}' config: use `snnbackdoor run {config}`")
+    result = run_experiment(cfg, out)
+    click.echo(json.dumps(result.metrics, indent=2))
+    click.echo(f"run directory: {result.path}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_out_option("Run directory (default runs/<name>).")
+@set_option
+def run(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
+    """Run any experiment config (its `kind` says which) and write its run directory."""
+    from .experiment import load_config, run_experiment
+
+    result = run_experiment(load_config(config, overrides), out)
+    summary = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"run directory: {result.path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test")
+def evaluate(run_dir: str, split: str) -> None:
+    """Accuracy and spikes/sample of every model in a run directory."""
+    from .inspect_run import evaluate_run
+
+    click.echo(json.dumps(evaluate_run(run_dir, split), indent=2))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--model", "model_name", default="model", show_default=True,
+              help="Which model file of the run (without .safetensors).")
+@set_option
+def analyze(run_dir: str, model_name: str, overrides: tuple[str, ...]) -> None:
+    """Accuracy and spikes/sample vs V_thr, tau and input power q (BadSNN Fig. 2)."""
+    from .inspect_run import analyze_run
+
+    table, paths = analyze_run(run_dir, model_name, overrides)
+    click.echo(table)
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@_out_option("Run directory (default runs/demo).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out: str | None, seed: int) -> None:
+    """The main job on the embedded digits: train a clean SNN and run the Fig. 2 study."""
+    from .experiment import parse_config, run_experiment
+    from .inspect_run import analyze_run
+
+    config = parse_config({"kind": "train", "name": "demo", "seed": seed})
+    result = run_experiment(config, out or "runs/demo")
+    table, paths = analyze_run(result.path)
+    click.echo(table)
+    click.echo(f"clean_ca={result.metrics['clean_ca']:.4f}; wrote {', '.join(map(str, paths))}")
+
+
+@main.command()
+@click.option("--root", type=click.Path(), default=None, help="Folder to look for files in.")
+def datasets(root: str | None) -> None:
+    """List datasets, whether their files were found under --root, and the layouts."""
+    from .data.registry import DATASETS
+
+    for name, entry in DATASETS.items():
+        if not entry.needs_root:
+            status = "embedded"
+        elif root and entry.find is not None:
+            status = "found" if entry.find(root) else f"not found under {root}"
+        else:
+            status = "needs --set dataset.root=PATH"
+        click.echo(f"{name:12s} {status:28s} {entry.description}")
+    with_layout = [(n, e) for n, e in DATASETS.items() if e.layout]
+    if with_layout:
+        click.echo("\nExpected layouts (pass the top folder as dataset.root):")
+        for name, entry in with_layout:
+            click.echo(f"\n[{name}]\n{entry.layout}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,6 @@
+"""Datasets as DatasetBundles: the embedded digits, event data and the standard formats."""
+
+from .bundle import DatasetBundle, DatasetInfo, Split, stratified_split
+from .registry import DATASETS, load_dataset
+
+__all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "Split", "load_dataset", "stratified_split"]

@@ -1,0 +1,217 @@
+"""Config -> stages -> run directory. Each experiment kind registers a config class and a runner.
+
+`run_experiment(config, out)` is the one entry point the CLI and notebooks share; stages
+are resumable through `RunDir`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+
+from .config import ConfigError, apply_overrides, parse_dataclass, read_yaml, to_dict
+from .data.bundle import DatasetBundle, DatasetInfo
+from .data.registry import check_root, get_entry, load_dataset
+from .models.kit import NEURONS, SURROGATES
+from .models.registry import MODELS, ModelSpec, build_model, unknown_name_message
+from .neurons import check_neuron_values
+from .rundir import RunDir
+from .training import TrainConfig, evaluate, train
+from .util import resolve_device
+
+
+@dataclass
+class DatasetConfig:
+    """Which dataset, where its files are, and loader options."""
+
+    name: str = "digits"
+    root: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        entry = get_entry(self.name)
+        unknown = set(self.options) - set(entry.options)
+        if unknown:
+            raise ValueError(
+                f"dataset.options has no {sorted(unknown)} for {self.name}; "
+                f"valid: {list(entry.options)}"
+            )
+
+
+@dataclass
+class ModelConfig:
+    """Model body and its nominal neuron config (tau in SpikingJelly's convention, > 1)."""
+
+    name: str = "digits_net"
+    neuron: str = "lif"
+    v_threshold: float = 1.0
+    tau: float = 2.0
+    T: int = 4
+    surrogate: str = "atan"
+    detach_reset: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(unknown_name_message("model", self.name, MODELS))
+        if self.neuron not in NEURONS:
+            raise ValueError(f"model.neuron must be one of {list(NEURONS)}, got {self.neuron!r}")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"model.surrogate must be one of {sorted(SURROGATES)}")
+        if self.T < 1:
+            raise ValueError(f"model.T must be >= 1, got {self.T}")
+        check_neuron_values(self.v_threshold, self.tau)
+
+
+@dataclass
+class AnalyzeConfig:
+    """Grids of the BadSNN Fig. 2 study (accuracy and spikes vs V_thr, tau and power q)."""
+
+    v_thresholds: list[float] = field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
+    )
+    taus: list[float] = field(default_factory=lambda: [1.25, 1.5, 2.0, 3.0, 4.0, 6.0])
+    powers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+
+    def __post_init__(self) -> None:
+        for tau in self.taus:
+            check_neuron_values(None, tau)
+        for v in self.v_thresholds:
+            check_neuron_values(v, None)
+        if any(q <= 0 for q in self.powers):
+            raise ValueError("analyze.powers must all be > 0")
+
+
+@dataclass
+class TrainExperiment:
+    """`kind: train`: train one clean model and evaluate it."""
+
+    kind: str = "train"
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its files and its top-level metrics."""
+
+    path: Path
+    metrics: dict
+
+
+Runner = Callable[[object, RunDir], dict]
+EXPERIMENTS: dict[str, tuple[type, Runner]] = {}
+
+
+def register_experiment(kind: str, config_cls: type):
+    """Register `runner(config, rundir) -> metrics` for configs with `kind: <kind>`."""
+
+    def decorate(runner: Runner) -> Runner:
+        EXPERIMENTS[kind] = (config_cls, runner)
+        return runner
+
+    return decorate
+
+
+def parse_config(data: dict, overrides: list[str] | tuple[str, ...] = ()):
+    """Validate a config mapping (plus --set overrides) into its experiment's dataclass."""
+    data = apply_overrides(data, overrides)
+    kind = data.get("kind", "train")
+    if kind not in EXPERIMENTS and isinstance(kind, str) and kind.isidentifier():
+        try:
+            importlib.import_module(f"snnbackdoor.experiments.{kind}")
+        except ModuleNotFoundError as err:
+            if err.name != f"snnbackdoor.experiments.{kind}":
+                raise
+    if kind not in EXPERIMENTS:
+        raise ConfigError(unknown_name_message("experiment kind", str(kind), EXPERIMENTS))
+    config_cls, _ = EXPERIMENTS[kind]
+    config = parse_dataclass(config_cls, data)
+    try:
+        check_root(config.dataset.name, config.dataset.root)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from err
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    return parse_config(read_yaml(path), overrides)
+
+
+def dataset_from_config(config, device) -> DatasetBundle:
+    cfg: DatasetConfig = config.dataset
+    return load_dataset(cfg.name, cfg.root, **cfg.options).to(device)
+
+
+def model_spec(model_cfg: ModelConfig, info: DatasetInfo, ann: bool = False) -> ModelSpec:
+    """The ModelSpec that fits a dataset: channels, size, classes, T and normalisation."""
+    events = info.kind == "events"
+    return ModelSpec(
+        name=model_cfg.name,
+        num_classes=info.num_classes,
+        in_channels=info.shape[1] if events else info.shape[0],
+        image_size=info.shape[-1],
+        T=info.shape[0] if events else model_cfg.T,
+        neuron=model_cfg.neuron,
+        v_threshold=model_cfg.v_threshold,
+        tau=model_cfg.tau,
+        surrogate=model_cfg.surrogate,
+        detach_reset=model_cfg.detach_reset,
+        encoding="frames" if events else "direct",
+        mean=list(info.mean) if info.mean else None,
+        std=list(info.std) if info.std else None,
+        ann=ann,
+    )
+
+
+def new_model(config, info: DatasetInfo, device, ann: bool = False) -> nn.Module:
+    return build_model(model_spec(config.model, info, ann)).to(device)
+
+
+def train_clean(config, data: DatasetBundle, device, description: str = "clean") -> tuple:
+    """Build and train a clean model with the config's recipe; (model, stage info)."""
+    model = new_model(config, data.info, device)
+    result = train(model, data.train, config.train, data.val, description=description)
+    info = {
+        "val_accuracy": evaluate(model, data.val),
+        "test_accuracy": evaluate(model, data.test),
+        "train_seconds": round(result.seconds, 3),
+        "history": result.history,
+    }
+    return model, info
+
+
+@register_experiment("train", TrainExperiment)
+def run_train(config: TrainExperiment, run: RunDir) -> dict:
+    device = resolve_device(config.device)
+    config.train.seed = config.seed
+    data = dataset_from_config(config, device)
+    _, info = run.model_stage("model", lambda: train_clean(config, data, device), device)
+    return {
+        "clean_ca": info["test_accuracy"],
+        "val_accuracy": info["val_accuracy"],
+        "train_seconds": info["train_seconds"],
+        "epochs": config.train.epochs,
+    }
+
+
+def run_experiment(config, out: str | Path | None = None) -> RunResult:
+    """Run a validated config into `out` (default runs/<name>), resuming finished stages."""
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    if isinstance(config, dict):
+        config = parse_config(config)
+    _, runner = EXPERIMENTS[config.kind]
+    run = RunDir(out or Path("runs") / config.name)
+    run.write_config(to_dict(config))
+    metrics = runner(config, run)
+    run.write_metrics(metrics)
+    return RunResult(run.path, metrics)

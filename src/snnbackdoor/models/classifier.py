@@ -1,0 +1,88 @@
+"""SpikingClassifier: any multi-step SpikingJelly body as an ordinary `model(x) -> logits`.
+
+It owns normalisation (so triggers work in pixel space [0,1]), encoding, the time-mean
+readout and the state reset, so no other code needs to know the model is spiking.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+ENCODINGS = ("direct", "frames")
+
+
+class _Normalise(nn.Module):
+    """Per-channel (x - mean) / std with buffers, a no-op when mean/std are None."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.enabled = mean is not None and std is not None
+        if self.enabled:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.enabled else x
+
+
+class SpikingClassifier(nn.Module):
+    """Normalise, encode over T steps, run the body, average the output over time.
+
+    encoding='direct': images `[N, C, H, W]` are repeated T times into the first layer.
+    encoding='frames': event frames `[N, T, P, H, W]` are fed time-major; T is the data's.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        T: int,
+        mean=None,
+        std=None,
+        encoding: str = "direct",
+    ) -> None:
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.body = body
+        self.T = int(T)
+        self.encoding = encoding
+        self.normalise = _Normalise(mean, std)
+        functional.set_step_mode(self.body, "m")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel-space input -> normalised time-major sequence `[T, N, ...]`."""
+        if self.encoding == "direct":
+            if x.ndim != 4:
+                raise ValueError(f"expected images [N, C, H, W], got shape {tuple(x.shape)}")
+            x = self.normalise(x)
+            return x.unsqueeze(0).expand(self.T, *x.shape)
+        if x.ndim != 5:
+            raise ValueError(f"expected event frames [N, T, P, H, W], got shape {tuple(x.shape)}")
+        return self.normalise(x.transpose(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        functional.reset_net(self.body)
+        out = self.body(self.encode(x))
+        functional.reset_net(self.body)
+        return out.mean(0)
+
+
+class ANNClassifier(nn.Module):
+    """The ReLU twin: same normalisation, one pass; event frames are averaged over time."""
+
+    def __init__(self, body: nn.Module, mean=None, std=None, encoding: str = "direct") -> None:
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        self.body = body
+        self.encoding = encoding
+        self.normalise = _Normalise(mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoding == "frames":
+            x = x.mean(1)
+        return self.body(self.normalise(x))

@@ -1,0 +1,108 @@
+"""Run directories: resolved config, metrics by stage, models, log; resumable by stage.
+
+A stage's result is written (atomically) when it finishes; on resume a finished stage is
+read back instead of recomputed, so a crash or Ctrl-C loses only the stage in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch.nn as nn
+import yaml
+
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, save_model
+
+
+def json_safe(obj):
+    """Replace NaN/inf by None so metrics.json stays valid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+class RunDir:
+    """One run's folder: `config.yaml`, `metrics.json`, `log.jsonl`, models, figures."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "figures").mkdir(exist_ok=True)
+        self.metrics_path = self.path / "metrics.json"
+        self.stages_path = self.path / "stages.json"
+        self.metrics: dict = self._read_json(self.metrics_path)
+        self.stages: dict = self._read_json(self.stages_path)
+
+    @staticmethod
+    def _read_json(path: Path) -> dict:
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return {}  # cannot happen with atomic writes; start the stages over if it does
+
+    def write_config(self, config: dict) -> None:
+        text = yaml.safe_dump(config, sort_keys=False)
+        atomic_write_bytes(self.path / "config.yaml", text.encode())
+
+    def log(self, **event) -> None:
+        event = {"time": round(time.time(), 3), **event}
+        with open(self.path / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(json_safe(event)) + "\n")
+
+    def done(self, stage: str) -> bool:
+        return stage in self.stages
+
+    def stage(self, name: str, compute: Callable[[], dict]) -> dict:
+        """Return the stored result of `name`, or compute, store and return it."""
+        if name in self.stages:
+            self.log(stage=name, status="reused")
+            return self.stages[name]
+        start = time.perf_counter()
+        result = json_safe(compute())
+        seconds = time.perf_counter() - start
+        self.stages[name] = result
+        self.stages.setdefault("_seconds", {})[name] = round(seconds, 3)
+        atomic_write_json(self.stages_path, self.stages)
+        self.log(stage=name, status="done", seconds=round(seconds, 3))
+        return result
+
+    def stage_seconds(self) -> dict:
+        return dict(self.stages.get("_seconds", {}))
+
+    def model_stage(self, name: str, build_and_train: Callable[[], tuple[nn.Module, dict]],
+                    device="cpu") -> tuple[nn.Module, dict]:
+        """A stage that yields a model: saved as `<name>.safetensors`, reloaded on resume."""
+        path = self.path / f"{name}.safetensors"
+        if name in self.stages and path.exists():
+            self.log(stage=name, status="reused")
+            return load_model(path, device), self.stages[name]
+        holder: dict = {}
+
+        def compute() -> dict:
+            model, info = build_and_train()
+            save_model(model, path)
+            holder["model"] = model
+            return info
+
+        self.stages.pop(name, None)
+        info = self.stage(name, compute)
+        return holder["model"], info
+
+    def write_metrics(self, metrics: dict) -> None:
+        self.metrics = json_safe(metrics)
+        atomic_write_json(self.metrics_path, self.metrics)
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path / name
+        atomic_write_bytes(path, text.encode())
+        return path

@@ -1,0 +1,198 @@
+"""The one training loop (surrogate-gradient BPTT) and evaluation.
+
+Data stays on the device as whole tensors and batches are index gathers (`Split`), so the
+loop does no per-sample Python work. Attacks plug in through `loss_fn` (e.g. BadSNN's
+dual-spike loss) and `augment`, never by copying this loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data.bundle import Split
+from .neurons import NeuronConfig, use_config
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and schedule of a training run."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | constant
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(
+                f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
+            )
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("train.epochs must be >= 0, batch_size >= 1 and lr > 0")
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history and wall time of a training run."""
+
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for batch order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on CPU (bf16 convs are slower there)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+def train(
+    model: nn.Module,
+    train_split: Split,
+    config: TrainConfig,
+    val_split: Split | None = None,
+    loss_fn: LossFn = cross_entropy_loss,
+    augment: Transform | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` in place with BPTT; per-epoch loss, train and val accuracy in history."""
+    device = model_device(model)
+    generator = seed_everything(config.seed)
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    opt, sched = make_optimizer(model, config, config.epochs * steps_per_epoch)
+    result = TrainResult()
+    start = time.perf_counter()
+    epochs = tqdm(
+        range(config.epochs), desc=description, unit="epoch", disable=not config.progress,
+        leave=False,
+    )
+    for epoch in epochs:
+        model.train()
+        total_loss = torch.zeros((), device=device)
+        for index, x, y in train_split.indexed_batches(config.batch_size, True, generator):
+            if augment is not None:
+                x = augment(x)
+            with autocast(device):
+                loss = loss_fn(model, x, y, index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.detach() * len(y)
+        row = {"epoch": epoch + 1, "loss": float(total_loss) / len(train_split)}
+        if val_split is not None:
+            row["val_accuracy"] = evaluate(model, val_split, config.batch_size * 4)
+        row["seconds"] = time.perf_counter() - start
+        result.history.append(row)
+        epochs.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 512,
+    neuron_config: NeuronConfig | None = None,
+    transform: Transform | None = None,
+) -> torch.Tensor:
+    """Predicted labels for pixel-space inputs, optionally triggered and at a neuron config."""
+    return logits_of(model, x, batch_size, neuron_config, transform).argmax(1)
+
+
+@torch.no_grad()
+def logits_of(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 512,
+    neuron_config: NeuronConfig | None = None,
+    transform: Transform | None = None,
+) -> torch.Tensor:
+    """Logits for pixel-space inputs (batched, eval mode, restored afterwards)."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with use_config(model, neuron_config):
+            for start in range(0, len(x), batch_size):
+                batch = x[start : start + batch_size].to(device)
+                if batch.dtype == torch.uint8:
+                    batch = batch.float() / 255.0
+                if transform is not None:
+                    batch = transform(batch)
+                with autocast(device):
+                    outs.append(model(batch).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 512,
+    neuron_config: NeuronConfig | None = None,
+    transform: Transform | None = None,
+) -> float:
+    """Accuracy on a split (optionally with an input transform and at a neuron config)."""
+    if len(split) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    pred = predict(model, split.x, batch_size, neuron_config, transform)
+    return float((pred.cpu() == split.y.cpu()).float().mean())

@@ -1,0 +1,27 @@
+"""Shared fixtures: the embedded digits and one small clean model trained once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snnbackdoor.data import load_dataset
+from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.models import build_model
+from snnbackdoor.training import TrainConfig, train
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def clean_digits_model(digits):
+    """digits_net trained for a few epochs at the nominal config (V_thr 1.0, tau 2.0)."""
+    model = build_model(model_spec(ModelConfig(), digits.info))
+    train(model, digits.train, TrainConfig(epochs=6, batch_size=64, lr=3e-3, progress=False))
+    model.eval()
+    return model

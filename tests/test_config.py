@@ -1,0 +1,37 @@
+import pytest
+
+from snnbackdoor.config import ConfigError
+from snnbackdoor.experiment import load_config, parse_config
+
+BASE = {"kind": "train", "name": "t", "dataset": {"name": "digits"},
+        "model": {"name": "digits_net"}}
+
+
+def test_preset_loads_and_set_overrides_apply():
+    config = load_config("configs/digits_clean.yaml", ["train.epochs=3", "model.v_threshold=1.5"])
+    assert config.train.epochs == 3 and config.model.v_threshold == 1.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epoch=3"], "Did you mean 'epochs'"),
+        (["train.epochs=ten"], "must be an integer"),
+        (["model.tau=0.5"], "paper tau 0.5 -> tau=2.0"),
+        (["model.name=resnet"], "unknown model 'resnet'"),
+        (["dataset.name=cifar"], "unknown dataset"),
+        (["kind=nonsense"], "unknown experiment kind"),
+        (["train.optimizer=rmsprop"], "adam' or 'sgd"),
+        (["model.detach_reset=3"], "true or false"),
+        (["trian.epochs=3"], "Did you mean 'train'"),
+    ],
+)
+def test_bad_configs_fail_before_training_with_one_line(overrides, message):
+    with pytest.raises((ConfigError, KeyError, ValueError), match=message) as info:
+        parse_config(BASE, overrides)
+    assert "\n" not in str(info.value.args[0])
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
