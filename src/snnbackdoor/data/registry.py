@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
 
 from ..models.registry import unknown_name_message
-from .bundle import DatasetBundle
+from . import readers
+from .bundle import DatasetBundle, DatasetInfo, Split, stratified_split
 from .digits import load_digits_bundle
 
 
@@ -42,6 +47,109 @@ register_dataset(
         description="embedded: scikit-learn's 1,797 digits at 16x16 (no files needed)",
     ),
 )
+
+
+# ---------------------------------------------------------------- standard image datasets
+
+IMAGE_SPLIT_SEED = 0  # the validation carve never changes with the run's seed
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def channel_mean_std(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] in [0,1], exact, low memory
+    (from a 256-bin histogram per channel, not a float copy of the data)."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        counts = np.bincount(x[:, c].ravel(), minlength=256).astype(np.float64)
+        total = counts.sum()
+        mean = float((counts * levels).sum() / total)
+        var = float((counts * (levels - mean) ** 2).sum() / total)
+        means.append(mean)
+        stds.append(max(var, 1e-12) ** 0.5)
+    return tuple(means), tuple(stds)
+
+
+def image_bundle(
+    name: str,
+    arrays: readers.DatasetArrays,
+    hflip: bool,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    extra: dict | None = None,
+) -> DatasetBundle:
+    """Turn a reader's arrays into a bundle: uint8 splits, stratified val carved from train,
+    per-channel mean/std of the (remaining) train split."""
+    x_all, y_all = arrays["train"]
+    train_index, val_index = stratified_split(y_all, val_fraction, IMAGE_SPLIT_SEED)
+    x_train = x_all[train_index]
+    mean, std = channel_mean_std(x_train)
+    classes = arrays["classes"]
+    num_classes = len(classes) if classes else int(y_all.max()) + 1
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+
+    x_test, y_test = arrays["test"]
+    info = DatasetInfo(
+        name=name,
+        kind="image",
+        shape=tuple(int(d) for d in x_all.shape[1:]),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        hflip=hflip,
+        extra={"classes": list(classes) if classes else None, "val_fraction": val_fraction,
+               **(extra or {})},
+    )
+    return DatasetBundle(
+        split(x_train, y_all[train_index]),
+        split(x_all[val_index], y_all[val_index]),
+        split(x_test, y_test),
+        info,
+    )
+
+
+def _load_cifar10(root=None, val_fraction: float = DEFAULT_VAL_FRACTION) -> DatasetBundle:
+    return image_bundle("cifar10", readers.read_cifar10(root), True, val_fraction)
+
+
+def _load_cifar100(root=None, val_fraction: float = DEFAULT_VAL_FRACTION) -> DatasetBundle:
+    return image_bundle("cifar100", readers.read_cifar100(root), True, val_fraction)
+
+
+def _load_gtsrb(
+    root=None, val_fraction: float = DEFAULT_VAL_FRACTION, size: int = 32, cache_dir=None
+) -> DatasetBundle:
+    arrays = readers.read_gtsrb(root, size=size, cache_dir=cache_dir)
+    return image_bundle("gtsrb", arrays, False, val_fraction)
+
+
+def _load_mnist(root=None, val_fraction: float = DEFAULT_VAL_FRACTION) -> DatasetBundle:
+    return image_bundle("mnist", readers.read_mnist(root), False, val_fraction)
+
+
+_IMAGE_DATASETS = {
+    "cifar10": (_load_cifar10, ("val_fraction",),
+                "CIFAR-10: 60,000 32x32 colour images, 10 classes (python pickle batches)"),
+    "cifar100": (_load_cifar100, ("val_fraction",),
+                 "CIFAR-100: 60,000 32x32 colour images, 100 fine classes (python pickles)"),
+    "gtsrb": (_load_gtsrb, ("val_fraction", "size", "cache_dir"),
+              "GTSRB: 51,839 traffic signs, 43 classes, ROI-cropped to size px (.ppm + CSV)"),
+    "mnist": (_load_mnist, ("val_fraction",),
+              "MNIST: 70,000 28x28 handwritten digits, 10 classes (IDX files, plain or .gz)"),
+}
+for _name, (_loader, _options, _description) in _IMAGE_DATASETS.items():
+    register_dataset(
+        _name,
+        DatasetEntry(
+            loader=_loader,
+            description=_description,
+            needs_root=True,
+            layout=readers.EXPECTED_LAYOUTS[_name],
+            find=partial(readers.find_dataset, _name),
+            options=_options,
+        ),
+    )
 
 
 def get_entry(name: str) -> DatasetEntry:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 from spikingjelly.activation_based import layer, neuron, surrogate
 
+from ..backend import NEURON_BACKENDS, set_neuron_backend
 from ..neurons import check_neuron_values
 
 NEURONS = ("lif", "plif", "if")
@@ -31,6 +32,7 @@ class LayerKit:
     tau: float = 2.0
     surrogate: str = "atan"
     detach_reset: bool = True
+    neuron_backend: str = "auto"  # see backend.py: fused CPU LIF/IF, SpikingJelly's choice on CUDA
 
     def __post_init__(self) -> None:
         if self.neuron not in NEURONS:
@@ -40,6 +42,11 @@ class LayerKit:
                 f"unknown surrogate {self.surrogate!r}; choose one of {sorted(SURROGATES)}"
             )
         check_neuron_values(self.v_threshold, self.tau)
+        if self.neuron_backend not in NEURON_BACKENDS:
+            raise ValueError(
+                f"unknown neuron backend {self.neuron_backend!r}; choose one of "
+                f"{list(NEURON_BACKENDS)}"
+            )
 
     def conv(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, bias: bool = False):
         if self.spiking:
@@ -83,7 +90,10 @@ class LayerKit:
             step_mode="m",
         )
         if self.neuron == "lif":
-            return neuron.LIFNode(tau=float(self.tau), **common)
-        if self.neuron == "plif":
-            return neuron.ParametricLIFNode(init_tau=float(self.tau), **common)
-        return neuron.IFNode(**common)
+            node = neuron.LIFNode(tau=float(self.tau), **common)
+        elif self.neuron == "plif":
+            node = neuron.ParametricLIFNode(init_tau=float(self.tau), **common)
+        else:
+            node = neuron.IFNode(**common)
+        set_neuron_backend(node, self.neuron_backend)
+        return node
