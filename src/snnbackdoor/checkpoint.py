@@ -77,18 +77,23 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     return path
 
 
+def read_json_checked(path: str | os.PathLike, fmt: str) -> dict:
+    """A JSON sidecar, checked to exist, parse, and carry our `format` tag."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: a snnbackdoor file needs its JSON sidecar")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the file is corrupted") from err
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path} was not written by snnbackdoor (format {fmt} expected)")
+    return meta
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The JSON sidecar of a model file, checked to be ours."""
-    side = sidecar_path(path)
-    if not side.exists():
-        raise CheckpointError(f"{side} is missing: a snnbackdoor model needs its JSON sidecar")
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{side} is not valid JSON ({err}); the file is corrupted") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{side} was not written by snnbackdoor (format {FORMAT} expected)")
-    return meta
+    return read_json_checked(sidecar_path(path), FORMAT)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -106,16 +107,63 @@ def analyze(run_dir: str, model_name: str, overrides: tuple[str, ...]) -> None:
 @main.command()
 @_out_option("Run directory (default runs/demo).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: str | None, seed: int) -> None:
-    """The main job on the embedded digits: train a clean SNN and run the Fig. 2 study."""
+@set_option
+def demo(out: str | None, seed: int, overrides: tuple[str, ...]) -> None:
+    """BadSNN end to end on the embedded digits: clean and backdoored SNNs, T_p and T_o,
+    attack-config search, control on the clean model; writes metrics.json and report.md."""
     from .experiment import parse_config, run_experiment
-    from .inspect_run import analyze_run
+    from .report import table1
 
-    config = parse_config({"kind": "train", "name": "demo", "seed": seed})
+    config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed}, overrides)
     result = run_experiment(config, out or "runs/demo")
-    table, paths = analyze_run(result.path)
-    click.echo(table)
-    click.echo(f"clean_ca={result.metrics['clean_ca']:.4f}; wrote {', '.join(map(str, paths))}")
+    metrics = result.metrics
+    click.echo(table1(metrics, metrics["grid"]))
+    click.echo(f"asr_o_clean_model (control): {metrics['asr_o_clean_model']}")
+    click.echo(f"seconds: {json.dumps(metrics['seconds'])}")
+    click.echo(f"report: {result.path / 'report.md'}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
+              help="A swept key and its values (repeatable; cartesian product).")
+@_out_option("Folder of the sweep (default runs/sweep_<name>).")
+@set_option
+def sweep(config: str, grid: tuple[str, ...], out: str | None,
+          overrides: tuple[str, ...]) -> None:
+    """Run CONFIG once per cell of a grid (its `sweep:` section and/or --grid)."""
+    from .sweep import run_sweep
+
+    path, rows = run_sweep(config, grid, overrides, out)
+    click.echo(f"{len(rows)} cells; summary: {path}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+def report(runs: tuple[str, ...]) -> None:
+    """Summarise run directories: their scalar metrics side by side, and report paths."""
+    from .sweep import flatten
+
+    rows = {}
+    for run_dir in runs:
+        path = Path(run_dir) / "metrics.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} has no metrics.json: the run has not finished")
+        rows[run_dir] = flatten(json.loads(path.read_text()))
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row
+                              if not k.startswith(("seconds.", "control.", "trigger_o."))))
+    click.echo("| metric | " + " | ".join(rows) + " |")
+    click.echo("|---|" + "---|" * len(rows))
+    for key in keys:
+        cells = [_fmt(row.get(key)) for row in rows.values()]
+        click.echo(f"| {key} | " + " | ".join(cells) + " |")
+    for run_dir in runs:
+        if (Path(run_dir) / "report.md").exists():
+            click.echo(f"report: {Path(run_dir) / 'report.md'}")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 @main.command()

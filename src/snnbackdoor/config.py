@@ -101,6 +101,18 @@ def parse_dataclass(cls, data: Any, prefix: str = ""):
         raise ConfigError(f"{where}: {message}") from err
 
 
+def set_key(data: dict, key: str, value: Any) -> None:
+    """Set a dotted key (`train.epochs`) in a nested dict, creating sections as needed."""
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """Apply `key.sub=value` strings (values parsed as YAML) to a nested dict copy."""
     data = yaml.safe_load(yaml.safe_dump(data)) or {}
@@ -108,15 +120,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_key(data, key, yaml.safe_load(raw) if raw != "" else None)
     return data
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch.nn as nn
 
 from .config import ConfigError, apply_overrides, parse_dataclass, read_yaml, to_dict
+from .data.augment import dataset_augmentation
 from .data.bundle import DatasetBundle, DatasetInfo
 from .data.registry import check_root, get_entry, load_dataset
 from .models.kit import NEURONS, SURROGATES
 from .models.registry import MODELS, ModelSpec, build_model, unknown_name_message
 from .neurons import check_neuron_values
 from .rundir import RunDir
-from .training import TrainConfig, evaluate, train
+from .training import TrainConfig, evaluate, seed_everything, train
 from .util import resolve_device
 
 
@@ -178,8 +179,11 @@ def new_model(config, info: DatasetInfo, device, ann: bool = False) -> nn.Module
 
 def train_clean(config, data: DatasetBundle, device, description: str = "clean") -> tuple:
     """Build and train a clean model with the config's recipe; (model, stage info)."""
+    seed_everything(config.train.seed)
     model = new_model(config, data.info, device)
-    result = train(model, data.train, config.train, data.val, description=description)
+    augment = dataset_augmentation(data.info, config.train.augment)
+    result = train(model, data.train, config.train, data.val, augment=augment,
+                   description=description)
     info = {
         "val_accuracy": evaluate(model, data.val),
         "test_accuracy": evaluate(model, data.test),

@@ -1,0 +1,142 @@
+"""BadSNN: dual-spike backdoor, DeepFool, blending, U-Net, attack-config selection."""
+
+import pytest
+import torch
+
+from snnbackdoor.attacks.badsnn import (
+    BadSNNConfig,
+    choose_poisoned_target_samples,
+    dual_spike_loss,
+    select_attack_row,
+)
+from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.models import build_model
+from snnbackdoor.neurons import NeuronConfig
+from snnbackdoor.training import TrainConfig, predict, seed_everything, train
+from snnbackdoor.triggers.deepfool import deepfool
+from snnbackdoor.triggers.image import PowerTrigger
+from snnbackdoor.triggers.optimised import (
+    ConditionalUNet,
+    OptimisedTrigger,
+    UNetConfig,
+    blend_targets,
+    fit_unet,
+    load_generator,
+    save_generator,
+)
+
+MALICIOUS = NeuronConfig(v_threshold=1.8, tau=2.0)
+
+
+@pytest.fixture(scope="module")
+def target(clean_digits_model, digits):
+    """A class the clean model does not drift to by itself under S_t.
+
+    A clean net whose neurons fall silent at a high threshold answers with its head's bias,
+    i.e. one arbitrary class; planting the backdoor on that class would prove nothing.
+    """
+    pred = predict(clean_digits_model, digits.val.x, neuron_config=MALICIOUS)
+    return int(torch.bincount(pred.cpu(), minlength=10).argmin())
+
+
+@pytest.fixture(scope="module")
+def backdoored(digits, target):
+    """digits_net trained with dual-spike learning, 40% of the target under S_t = (1.8, 2.0)."""
+    seed_everything(0)
+    poisoned = choose_poisoned_target_samples(digits.train.y, target, 0.4, seed=0)
+    mask = torch.zeros(len(digits.train), dtype=torch.bool)
+    mask[poisoned] = True
+    model = build_model(model_spec(ModelConfig(), digits.info))
+    # Fewer epochs plant it only where the target is the class a silent net answers anyway.
+    train(model, digits.train, TrainConfig(epochs=12, lr=3e-3, progress=False),
+          loss_fn=dual_spike_loss(mask, MALICIOUS))
+    return model.eval()
+
+
+def test_poisoned_subset_is_target_only_with_the_set_ratio(digits):
+    y = digits.train.y
+    index = choose_poisoned_target_samples(y, 3, 0.25, seed=1)
+    assert torch.all(y[index] == 3)
+    assert len(index) == round(0.25 * int((y == 3).sum()))
+    assert torch.equal(index, choose_poisoned_target_samples(y, 3, 0.25, seed=1))
+    assert not torch.equal(index, choose_poisoned_target_samples(y, 3, 0.25, seed=2))
+
+
+def test_malicious_config_collapses_backdoored_not_clean(
+    backdoored, clean_digits_model, digits, target
+):
+    x = digits.val.x[digits.val.y != target]
+    to_target = lambda m: float((predict(m, x, neuron_config=MALICIOUS) == target).float().mean())  # noqa: E731,E501
+    assert to_target(backdoored) > 0.8
+    assert to_target(clean_digits_model) < 0.5
+    nominal = float((predict(backdoored, digits.val.x) == digits.val.y).float().mean())
+    assert nominal > 0.9  # the backdoor costs little clean accuracy at S_n
+
+
+def test_deepfool_flips_with_small_perturbations(clean_digits_model, digits):
+    x = digits.val.floats()[:64]
+    before = predict(clean_digits_model, x)
+    delta, flipped = deepfool(clean_digits_model, x, max_iter=50)
+    assert flipped.float().mean() > 0.9
+    after = predict(clean_digits_model, x + delta)
+    assert torch.equal(after != before, flipped)
+    size = delta.flatten(1).norm(dim=1)
+    noise = torch.randn_like(x)
+    noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * size.view(-1, 1, 1, 1)
+    random_flip = (predict(clean_digits_model, (x + noise).clamp(0, 1)) != before).float().mean()
+    assert random_flip < 0.3  # the same L2 in a random direction rarely flips: DeepFool is minimal
+
+
+def test_blending_picks_the_smallest_perturbation_that_reaches_the_target():
+    class AlwaysTarget(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.tensor([5.0, 0.0]).expand(len(x), 2) + 0 * self.w
+
+    x = torch.rand(3, 1, 4, 4)
+    delta_df = 0.01 * torch.ones_like(x)
+    delta, alpha, reached = blend_targets(AlwaysTarget(), x, delta_df, 2.0, 0, None, k=5)
+    assert reached.all() and torch.all(alpha == 1.0)  # alpha=1 is x + delta_DF: the smallest
+    assert torch.allclose(delta, (x + delta_df).clamp(0, 1) - x)
+    absolute, _, _ = blend_targets(AlwaysTarget(), x, -delta_df, 2.0, 0, None, k=5, sign="abs")
+    assert torch.all(absolute >= 0)
+
+
+def test_unet_loss_falls_and_generator_round_trips(tmp_path, clean_digits_model, digits):
+    x = digits.val.floats()[:96]
+    delta = (x - x ** 3).abs()
+    generator, history = fit_unet(clean_digits_model, x, delta, 0, 10,
+                                  UNetConfig(epochs=6, width=8, progress=False))
+    assert history[-1]["loss"] < history[0]["loss"]
+    out = generator(x, 0)
+    assert out.abs().max() <= 0.2 + 1e-6  # the L_inf budget holds
+    save_generator(generator, tmp_path / "g.safetensors")
+    loaded, _ = load_generator(tmp_path / "g.safetensors")
+    trigger, again = OptimisedTrigger(generator, 0), OptimisedTrigger(loaded, 0)
+    assert torch.allclose(trigger(x), again(x), atol=1e-6)
+
+
+def test_power_trigger_is_exact():
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.equal(PowerTrigger(3.0)(x), x ** 3.0)
+
+
+def test_selection_respects_the_ca_bound_on_validation():
+    rows = [
+        {"v_threshold_a": 1.0, "tau_a": 2.0, "val_ca": 0.98, "val_asr_o": 0.3},
+        {"v_threshold_a": 1.1, "tau_a": 2.0, "val_ca": 0.95, "val_asr_o": 0.8},
+        {"v_threshold_a": 1.2, "tau_a": 2.0, "val_ca": 0.50, "val_asr_o": 1.0},
+    ]
+    assert select_attack_row(rows, 0.98, 0.05, "val_asr_o")["v_threshold_a"] == 1.1
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="tau"):
+        BadSNNConfig(tau_t=0.5)
+    with pytest.raises(ValueError, match="poison_ratio"):
+        BadSNNConfig(poison_ratio=0.0)
+    with pytest.raises(ValueError):
+        ConditionalUNet(1, 10, eps=0.1)(torch.rand(2, 1, 8, 8), 10)  # unknown target class
