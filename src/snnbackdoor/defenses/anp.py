@@ -1,0 +1,237 @@
+"""ANP, adversarial neuron pruning (Wu & Wang, NeurIPS 2021).
+
+Every BN channel gets a mask m (init 1) on its weight and multiplicative noise on weight and
+bias: `gamma * (m + d)`, `beta * (1 + d_b)`, `|d| <= eps`. Per batch: one sign-gradient
+ascent step on the noise from a uniform random start, then one SGD step on the masks for
+`alpha * CE(clean) + (1 - alpha) * CE(noisy)`, masks clipped to [0, 1]. Channels whose mask
+ends below a threshold are pruned from the original model by zeroing their BN weight (as
+the reference code does; the bias is kept).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
+
+from ..data.bundle import Split
+from ..training import evaluate, seed_everything
+from .discovery import finish, on_device, parse_options, repair_copy
+
+
+@dataclass
+class ANPOptions:
+    """eps 0.4, alpha 0.2 (the ANP default; BadSNN used 0.5), mask threshold 0.2,
+    2000 iterations (batches), mask SGD lr 0.2 momentum 0.9, noise lr eps / noise_steps."""
+
+    eps: float = 0.4
+    alpha: float = 0.2
+    iterations: int = 2000
+    batch_size: int = 128
+    mask_lr: float = 0.2
+    noise_steps: int = 1
+    threshold: float = 0.2
+    prune_count: int | None = None  # prune this many lowest masks instead of thresholding
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"anp alpha must be in [0, 1], got {self.alpha}")
+        if self.eps < 0 or self.iterations < 0 or self.noise_steps < 1:
+            raise ValueError("anp eps and iterations must be >= 0 and noise_steps >= 1")
+
+
+class _MaskedNoisyWeight(nn.Module):
+    """Parametrisation of a BN weight: `w * mask`, or `w * (mask + noise)` when perturbed."""
+
+    def __init__(self, channels: int, device) -> None:
+        super().__init__()
+        self.mask = nn.Parameter(torch.ones(channels, device=device))
+        self.noise = nn.Parameter(torch.zeros(channels, device=device))
+        self.perturbed = False
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * (self.mask + self.noise if self.perturbed else self.mask)
+
+
+class _NoisyBias(nn.Module):
+    """Parametrisation of a BN bias: `b * (1 + noise)` when perturbed, else `b`."""
+
+    def __init__(self, channels: int, device) -> None:
+        super().__init__()
+        self.noise = nn.Parameter(torch.zeros(channels, device=device))
+        self.perturbed = False
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        return bias * (1.0 + self.noise) if self.perturbed else bias
+
+
+class NeuronMasks:
+    """The ANP masks and noises attached (by parametrisation) to every affine BatchNorm2d."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.weights: dict[str, _MaskedNoisyWeight] = {}
+        self.biases: dict[str, _NoisyBias] = {}
+        for name, module in model.named_modules():
+            if isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+                device = module.weight.device
+                self.weights[name] = _MaskedNoisyWeight(module.num_features, device)
+                self.biases[name] = _NoisyBias(module.num_features, device)
+                parametrize.register_parametrization(module, "weight", self.weights[name])
+                parametrize.register_parametrization(module, "bias", self.biases[name])
+        if not self.weights:
+            raise ValueError("ANP needs BatchNorm2d layers (its neurons are BN channels)")
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        return [w.mask for w in self.weights.values()]
+
+    def noise_parameters(self) -> list[nn.Parameter]:
+        return [w.noise for w in self.weights.values()] + [b.noise for b in self.biases.values()]
+
+    def perturb(self, on: bool) -> None:
+        for module in (*self.weights.values(), *self.biases.values()):
+            module.perturbed = on
+
+    @torch.no_grad()
+    def random_noise(self, eps: float, generator: torch.Generator) -> None:
+        for p in self.noise_parameters():
+            noise = torch.rand(p.shape, generator=generator) * 2 - 1
+            p.copy_(noise.to(p.device) * eps)
+
+    @torch.no_grad()
+    def clip(self, eps: float) -> None:
+        for p in self.mask_parameters():
+            p.clamp_(0.0, 1.0)
+        for p in self.noise_parameters():
+            p.clamp_(-eps, eps)
+
+    def values(self) -> dict[str, torch.Tensor]:
+        return {name: w.mask.detach().cpu().clone() for name, w in self.weights.items()}
+
+
+def adversarial_noise_step(
+    model: nn.Module,
+    masks: NeuronMasks,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    noise_opt: torch.optim.Optimizer,
+) -> None:
+    """One sign-gradient *ascent* step of the clean loss on the neuron noise."""
+    masks.perturb(True)
+    loss = -F.cross_entropy(model(x), y)
+    noise_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in masks.noise_parameters():
+        if p.grad is not None:
+            p.grad.sign_()
+    noise_opt.step()
+    masks.clip(eps)
+
+
+def optimise_masks(
+    model: nn.Module, clean_subset: Split, opts: ANPOptions, seed: int
+) -> dict[str, torch.Tensor]:
+    """Run ANP's mask optimisation on a working copy; return the final mask per BN name."""
+    work = repair_copy(model)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    masks = NeuronMasks(work)
+    generator = seed_everything(seed)
+    noise_generator = torch.Generator().manual_seed(seed + 1)
+    mask_opt = torch.optim.SGD(masks.mask_parameters(), lr=opts.mask_lr, momentum=0.9)
+    noise_opt = torch.optim.SGD(masks.noise_parameters(), lr=opts.eps / opts.noise_steps)
+    data = on_device(clean_subset, work)
+    work.train()  # as the reference: BN uses batch statistics while masks are optimised
+    per_epoch = math.ceil(len(data) / opts.batch_size)
+    bar = tqdm(
+        total=opts.iterations, desc="anp masks", unit="it", disable=not opts.progress, leave=False
+    )
+    done = 0
+    while done < opts.iterations:
+        for x, y in data.batches(opts.batch_size, shuffle=True, generator=generator):
+            if done >= opts.iterations:
+                break
+            if opts.eps > 0:
+                masks.random_noise(opts.eps, noise_generator)
+                for _ in range(opts.noise_steps):
+                    adversarial_noise_step(work, masks, x, y, opts.eps, noise_opt)
+                masks.perturb(True)
+                loss_robust = F.cross_entropy(work(x), y)
+            else:
+                loss_robust = torch.zeros((), device=x.device)
+            masks.perturb(False)
+            loss_natural = F.cross_entropy(work(x), y)
+            loss = opts.alpha * loss_natural + (1 - opts.alpha) * loss_robust
+            mask_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            mask_opt.step()
+            masks.clip(opts.eps)
+            done += 1
+            bar.update(1)
+        if per_epoch == 0:
+            break
+    bar.close()
+    return masks.values()
+
+
+@torch.no_grad()
+def prune_by_masks(
+    model: nn.Module,
+    masks: dict[str, torch.Tensor],
+    threshold: float = 0.2,
+    prune_count: int | None = None,
+) -> dict[str, list[int]]:
+    """Zero the BN weight of channels whose mask is below `threshold` (or of the
+    `prune_count` lowest masks overall); returns {BN name: pruned channels}."""
+    modules = dict(model.named_modules())
+    if prune_count is not None:
+        flat = [(float(v), name, i) for name, m in masks.items() for i, v in enumerate(m)]
+        chosen = sorted(flat)[: max(0, int(prune_count))]
+        selected: dict[str, list[int]] = {}
+        for _, name, i in chosen:
+            selected.setdefault(name, []).append(i)
+    else:
+        selected = {
+            name: torch.nonzero(m < threshold).flatten().tolist() for name, m in masks.items()
+        }
+    pruned = {}
+    for name, index in selected.items():
+        if index:
+            bn = modules[name]
+            bn.weight[torch.tensor(sorted(index), device=bn.weight.device)] = 0.0
+            pruned[name] = sorted(index)
+    return pruned
+
+
+def anp_prune(
+    model: nn.Module,
+    clean_subset: Split,
+    val_split: Split | None = None,
+    options: dict | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """A copy of `model` with ANP's low-mask BN channels pruned.
+
+    The masks are optimised on the clean subset only; the pruning rule is the fixed mask
+    threshold (0.2) or a fixed count, never tuned on the test split or on ASR. `val_split`
+    is only measured for the report. `defense_info` holds the masks and pruned channels.
+    """
+    opts = parse_options(ANPOptions, options, "anp")
+    masks = optimise_masks(model, clean_subset, opts, seed)
+    repaired = repair_copy(model)
+    pruned = prune_by_masks(repaired, masks, opts.threshold, opts.prune_count)
+    info = {
+        "defense": "anp",
+        "masks": {name: m.tolist() for name, m in masks.items()},
+        "pruned": pruned,
+        "pruned_count": sum(len(v) for v in pruned.values()),
+    }
+    if val_split is not None:
+        info["val_accuracy"] = evaluate(repaired, val_split)
+    return finish(repaired, info)

@@ -1,0 +1,78 @@
+"""CLP, channel Lipschitzness-based pruning (Zheng et al., ECCV 2022): data-free.
+
+For each conv -> BN pair, the upper bound of channel k's Lipschitz constant is the largest
+singular value of `W_k * |gamma_k / sigma_k|` (`W_k` as a [in, kh*kw] matrix). Channels
+scoring above `mean + u * std` of their layer are pruned by zeroing the BN's weight and bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..data.bundle import Split
+from ..training import evaluate
+from .discovery import conv_bn_pairs, finish, parse_options, probe_input, repair_copy
+
+
+@dataclass
+class CLPOptions:
+    """u = 3 (the paper's and BadSNN's fixed threshold)."""
+
+    u: float = 3.0
+    progress: bool = True  # accepted like every defense's; CLP has no long loop
+
+
+@torch.no_grad()
+def channel_lipschitz(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """Per output channel: spectral norm of `W_k * |gamma_k / sqrt(var_k + eps)|`."""
+    weight = conv.weight.detach().float()
+    gamma = bn.weight.detach().float()
+    scale = (gamma / (bn.running_var.float() + bn.eps).sqrt()).abs()
+    matrices = weight.reshape(weight.shape[0], weight.shape[1], -1) * scale.view(-1, 1, 1)
+    return torch.linalg.matrix_norm(matrices.cpu(), ord=2)
+
+
+def clp_prune(
+    model: nn.Module,
+    clean_subset: Split,
+    val_split: Split | None = None,
+    options: dict | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """A copy of `model` with CLP's outlier channels pruned (BN weight and bias zeroed).
+
+    Data-free: the only setting, u, is fixed (3); the clean subset lends only the input
+    shape for the probe pass that checks which BN directly follows which conv. `val_split`
+    is only measured for the report. `defense_info['pruned']` maps BN names to channels.
+    """
+    opts = parse_options(CLPOptions, options, "clp")
+    repaired = repair_copy(model)
+    pairs = conv_bn_pairs(repaired, probe_input(clean_subset, repaired, zeros=True))
+    pruned: dict[str, list[int]] = {}
+    for pair in pairs:
+        if pair.bn.weight is None or pair.bn.running_var is None:
+            continue  # a BN without affine parameters or running statistics has nothing to prune
+        scores = channel_lipschitz(pair.conv, pair.bn)
+        if len(scores) < 2:
+            continue
+        index = torch.nonzero(scores > scores.mean() + opts.u * scores.std()).flatten()
+        if len(index) == 0:
+            continue
+        with torch.no_grad():
+            device_index = index.to(pair.bn.running_var.device)
+            pair.bn.weight[device_index] = 0.0
+            pair.bn.bias[device_index] = 0.0
+        pruned[pair.bn_name] = index.tolist()
+    info = {
+        "defense": "clp",
+        "u": opts.u,
+        "pairs": [(p.conv_name, p.bn_name) for p in pairs],
+        "pruned": pruned,
+        "pruned_count": sum(len(v) for v in pruned.values()),
+    }
+    if val_split is not None:
+        info["val_accuracy"] = evaluate(repaired, val_split)
+    return finish(repaired, info)

@@ -1,0 +1,64 @@
+"""Fine-tuning (FT): train a copy of the model on the defender's clean subset.
+
+The BadSNN Table 2 baseline and the inner step of NAD (its teacher) and Fine-pruning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..data.bundle import Split
+from ..training import evaluate, train
+from .discovery import finish, on_device, parse_options, repair_copy, sgd_config
+
+
+@dataclass
+class FineTuneOptions:
+    """SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule (PAPERS.md section 3)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    progress: bool = True
+
+
+def fine_tune_in_place(
+    model: nn.Module, clean_subset: Split, opts: FineTuneOptions, seed: int, description: str
+) -> float:
+    """Fine-tune `model` itself on the clean subset; returns the seconds it took."""
+    config = sgd_config(
+        opts.epochs,
+        opts.lr,
+        opts.momentum,
+        opts.weight_decay,
+        opts.batch_size,
+        seed,
+        opts.progress,
+    )
+    return train(model, on_device(clean_subset, model), config, description=description).seconds
+
+
+def fine_tune(
+    model: nn.Module,
+    clean_subset: Split,
+    val_split: Split | None = None,
+    options: dict | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """A copy of `model` fine-tuned on `clean_subset` at its deployed neuron config.
+
+    Every setting is fixed in advance (no selection), so neither the test split nor ASR
+    plays any part; `val_split`, if given, is only measured for the report
+    (`defense_info['val_accuracy']`).
+    """
+    opts = parse_options(FineTuneOptions, options, "finetune")
+    repaired = repair_copy(model)
+    seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
+    info = {"defense": "finetune", "epochs": opts.epochs, "seconds": seconds}
+    if val_split is not None:
+        info["val_accuracy"] = evaluate(repaired, val_split)
+    return finish(repaired, info)
