@@ -1,0 +1,186 @@
+"""Neuromorphic attacks: poisoning with frame triggers, the dynamic trigger, the experiment."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnbackdoor.attacks.base import measure
+from snnbackdoor.attacks.neuromorphic import (
+    PoisonConfig,
+    build_frame_trigger,
+    poisoning_attack,
+    stealth_metrics,
+)
+from snnbackdoor.attacks.poisoning import choose_poison_index, poison_split
+from snnbackdoor.config import ConfigError
+from snnbackdoor.data.ndigits import load_ndigits
+from snnbackdoor.experiment import (
+    ModelConfig,
+    load_config,
+    model_spec,
+    parse_config,
+    run_experiment,
+)
+from snnbackdoor.models import build_model
+from snnbackdoor.training import TrainConfig
+from snnbackdoor.triggers.dynamic import (
+    DynamicConfig,
+    DynamicTrigger,
+    apply_pattern,
+    build_generator,
+    lookahead_generator_step,
+)
+
+
+@pytest.fixture(scope="module")
+def ndigits_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("ndigits")
+
+
+@pytest.fixture(scope="module")
+def small_ndigits(ndigits_cache):
+    """A class-balanced 200-sample ndigits subset at T=4 (generated once, ~2 s)."""
+    return load_ndigits(T=4, limit=200, cache_dir=ndigits_cache)
+
+
+def nmnist_model(info):
+    return build_model(model_spec(ModelConfig(name="nmnist_net"), info))
+
+
+def test_poisoned_training_samples_never_target(small_ndigits) -> None:
+    y = small_ndigits.train.y
+    for seed in range(5):
+        index = choose_poison_index(y, target=3, ratio=0.1, seed=seed)
+        assert len(index) == round(0.1 * len(y))
+        assert bool((y[index] != 3).all())
+    trigger = build_frame_trigger("static", {"position": "bottom_right"})
+    poisoned = poison_split(small_ndigits.train, trigger, 0, 0.1, seed=0)
+    assert bool((y[poisoned.poisoned_index] != 0).all())
+    assert bool((poisoned.split.y[poisoned.poisoned_index] == 0).all())
+    clean_label = choose_poison_index(y, 0, 0.05, 0, from_target=True)
+    assert bool((y[clean_label] == 0).all())
+
+
+@pytest.fixture(scope="module")
+def static_attack(small_ndigits):
+    """nmnist_net poisoned at 10% with the static top-left trigger (T=4, ~136 samples)."""
+    torch.manual_seed(0)
+    model = nmnist_model(small_ndigits.info)
+    trigger = build_frame_trigger("static", {"position": "top_left", "polarity": 1})
+    config = TrainConfig(epochs=6, batch_size=16, lr=2e-3, progress=False)
+    return poisoning_attack(model, small_ndigits, trigger, config, PoisonConfig(0.1, 0))
+
+
+def test_static_corner_attack_reaches_high_asr(small_ndigits, static_attack) -> None:
+    assert 0 not in static_attack.info["poisoned_classes"]
+    scores = measure(static_attack.model, small_ndigits.test, static_attack.trigger, 0)
+    assert scores["ca"] >= 0.6  # 136 training samples at T=4: a working classifier,
+    assert scores["asr"] >= 0.9  # not one that answers the target to everything
+    stealth = stealth_metrics(small_ndigits.test, static_attack.trigger, target=0)
+    assert 0 < stealth["ssim"] < 1 and stealth["mse"] > 0
+    assert stealth["event_count_change"] > 0
+
+
+def test_lookahead_generator_step_lowers_target_loss(small_ndigits, static_attack) -> None:
+    torch.manual_seed(0)
+    model = static_attack.model.train()  # a trained classifier responds to its input
+    config = DynamicConfig(gamma=0.5, lr=5e-2, generator_samples=None)
+    generator = build_generator(small_ndigits.info.shape, config)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
+    x, y = small_ndigits.train.floats()[:16], small_ndigits.train.y[:16]
+    poisoned = (torch.arange(16) % 4 == 0) & (y != 0)
+    keep = y != 0
+
+    def target_loss() -> float:
+        model.eval(), generator.eval()
+        with torch.no_grad():
+            logits = model(apply_pattern(x[keep], generator, config.gamma))
+        model.train(), generator.train()
+        return float(torch.nn.functional.cross_entropy(logits, torch.zeros_like(y[keep])))
+
+    before = target_loss()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = [lookahead_generator_step(model, generator, optimizer, x, y, poisoned, 0, config,
+                                       1e-2) for _ in range(6)]
+    for k, v in model.state_dict().items():  # the look-ahead leaves the classifier as it was
+        assert torch.equal(v, weights[k]), k
+    assert losses[-1] < losses[0]  # L(f_theta'(x'), y_t) at each step
+    assert target_loss() < before  # and the target loss of the classifier itself
+    trigger = DynamicTrigger(generator, config.gamma)
+    out = trigger(x[:3])
+    assert out.shape == x[:3].shape and not out.requires_grad
+    assert 0 < float((out - x[:3]).abs().max()) <= config.gamma + 1e-6
+    model.eval()
+
+
+def tiny_config(cache, triggers) -> dict:
+    return {
+        "kind": "neuromorphic",
+        "name": "tiny",
+        "device": "cpu",
+        "dataset": {"name": "ndigits", "options": {"T": 4, "limit": 200, "cache_dir": cache}},
+        "model": {"name": "nmnist_net"},
+        "train": {"epochs": 1, "batch_size": 64, "progress": False},
+        "stealth_samples": 20,
+        "triggers": triggers,
+    }
+
+
+def test_experiment_writes_table_and_resumes(small_ndigits, ndigits_cache, tmp_path) -> None:
+    cache = str(ndigits_cache)  # the frames small_ndigits cached
+    triggers = [
+        {"kind": "static", "label": "corner", "options": {"position": "top_left"}},
+        {"kind": "dynamic", "options": {"gamma": 0.05, "generator_samples": 8}},
+    ]
+    out = tmp_path / "run"
+    result = run_experiment(parse_config(tiny_config(cache, triggers)), out)
+    with open(out / "table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["attack", "trigger", "ca", "asr", "ssim", "mse"]
+    assert [r["trigger"] for r in rows] == ["none", "corner", "dynamic"]
+    assert rows[0]["attack"] == "clean" and rows[2]["attack"] == "sneaky_spikes"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["clean_ca"] == result.metrics["clean_ca"]
+    assert 0 < metrics["attacks"]["dynamic"]["ssim"] <= 1
+    assert (out / "figures" / "frames.png").stat().st_size > 0
+    assert (out / "trigger_dynamic.safetensors").exists()
+    assert "| corner |" in (out / "report.md").read_text()
+
+    again = run_experiment(parse_config(tiny_config(cache, triggers)), out)
+    assert again.metrics["attacks"] == result.metrics["attacks"]
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    reused = {e["stage"] for e in events if e.get("status") == "reused"}
+    assert {"clean", "attack_corner", "attack_dynamic"} <= reused
+
+
+def test_config_errors_are_early(tmp_path) -> None:
+    base = tiny_config(str(tmp_path), [{"kind": "static"}])
+    with pytest.raises(ConfigError, match="no option"):
+        parse_config({**base, "triggers": [{"kind": "static", "options": {"colour": 1}}]})
+    with pytest.raises(ConfigError, match="unknown trigger kind"):
+        parse_config({**base, "triggers": [{"kind": "blinking"}]})
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({**base, "triggers": [{"kind": "static"}, {"kind": "static"}]})
+    with pytest.raises(ConfigError, match="gamma"):
+        parse_config({**base, "triggers": [{"kind": "dynamic", "options": {"gamma": 2.0}}]})
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PAPER_SCALE = ("sneaky_nmnist", "sneaky_cifar10dvs", "sneaky_dvsgesture", "flashy_nmnist",
+               "flashy_dvsgesture")
+
+
+@pytest.mark.parametrize("name", ("sneaky_ndigits", "flashy_ndigits", *PAPER_SCALE))
+def test_presets_parse(name, tmp_path) -> None:
+    if name in PAPER_SCALE:
+        with pytest.raises(ConfigError, match="dataset.root"):
+            load_config(CONFIGS / f"{name}.yaml")
+        config = load_config(CONFIGS / f"{name}.yaml", [f"dataset.root={tmp_path}"])
+    else:
+        config = load_config(CONFIGS / f"{name}.yaml")
+    assert config.kind == "neuromorphic" and config.triggers
