@@ -29,6 +29,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_digits.py
+	$(BIN)/python benchmarks/throughput.py --quick
+	$(BIN)/python benchmarks/badsnn_stages.py --quick
 
 clean-venv:
 	rm -rf $(VENV)

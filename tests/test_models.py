@@ -89,3 +89,11 @@ def test_state_is_reset_between_forwards():
     x = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+def test_vgg_takes_event_frames_larger_than_32():
+    """Event frames (here 48x48) go through a global pool instead of failing at the FC."""
+    model = build_model("spiking_vgg11", in_channels=2, image_size=48, T=2, num_classes=10)
+    assert model(torch.rand(1, 2, 48, 48)).shape == (1, 10)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[("spiking_vgg11", 10)] - (
+        3 - 2) * 64 * 9  # the same weights apart from the first conv's input channels

@@ -73,6 +73,13 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
             f"(at its nominal config: {pct(metrics['control'].get('asr_o_clean_model_nominal'))})."
             " The gap is what the backdoor itself adds; the rest is adversarial vulnerability.",
         ]
+        share = metrics["control"].get("clean_model_target_share_at_attack_config")
+        if share is not None:
+            lines.append(
+                f"Without any trigger the clean model already sends {pct(share)} of non-target "
+                "test inputs to the target at that config (a net near silence answers with "
+                "one class; if that class is the target, part of the attack comes free)."
+            )
     lines += ["", "## Spikes per sample (test)", "", "| input / config | spikes |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in metrics["spikes_per_sample"].items()]
     lines += ["", "## Trigger perturbation (test, mean per sample)", "",

@@ -246,6 +246,9 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
                 "asr_o_clean_model": _asr(clean, data.test, trigger, cfg.target, attack),
                 "asr_o_clean_model_nominal": _asr(clean, data.test, trigger, cfg.target, nominal),
                 "clean_model_ca_at_attack_config": evaluate(clean, data.test, neuron_config=attack),
+                # Untriggered: where a silent clean net already answers y_t, T_o gets it free.
+                "clean_model_target_share_at_attack_config": _asr(
+                    clean, data.test, lambda x: x, cfg.target, attack),
                 **{k: v for k, v in info.items() if k != "unet_history"},
             }
 

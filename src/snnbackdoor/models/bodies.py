@@ -93,8 +93,10 @@ VGG_CONFIGS = {
 }
 
 
-def _vgg(kit: LayerKit, cfg: list, in_channels: int, num_classes: int) -> nn.Sequential:
-    """CIFAR VGG (conv3x3 with bias, BN, spike; max pools; one FC), 32x32 inputs."""
+def _vgg(kit: LayerKit, cfg: list, in_channels: int, num_classes: int,
+         image_size: int = 32) -> nn.Sequential:
+    """CIFAR VGG (conv3x3 with bias, BN, spike; max pools; one FC). At 32x32 the five pools
+    leave 1x1; larger inputs (event frames at 48 or 128) get a global average pool first."""
     layers: list[nn.Module] = []
     cin = in_channels
     for item in cfg:
@@ -103,15 +105,17 @@ def _vgg(kit: LayerKit, cfg: list, in_channels: int, num_classes: int) -> nn.Seq
         else:
             layers += conv_bn_act(kit, cin, item, bias=True)
             cin = item
+    if image_size != 32:
+        layers.append(kit.global_pool())
     layers += [kit.flatten(), kit.linear(512, num_classes)]
     return nn.Sequential(*layers)
 
 
 def spiking_vgg16(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 32):
-    """VGG-16 for 32x32 inputs (13 conv layers, one classifier layer)."""
-    return _vgg(kit, VGG_CONFIGS["vgg16"], in_channels, num_classes)
+    """VGG-16 (13 conv layers, one classifier layer), native 32x32."""
+    return _vgg(kit, VGG_CONFIGS["vgg16"], in_channels, num_classes, image_size)
 
 
 def spiking_vgg11(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 32):
-    """VGG-11 for 32x32 inputs (8 conv layers, one classifier layer)."""
-    return _vgg(kit, VGG_CONFIGS["vgg11"], in_channels, num_classes)
+    """VGG-11 (8 conv layers, one classifier layer), native 32x32."""
+    return _vgg(kit, VGG_CONFIGS["vgg11"], in_channels, num_classes, image_size)
