@@ -26,7 +26,7 @@ class BadSNNConfig:
     """Attack settings; tau in SpikingJelly's convention (paper 0.5 -> 2.0)."""
 
     target: int = 0
-    poison_ratio: float = 0.3  # P = |D_t^p| / |D_t|
+    poison_ratio: float = 0.5  # P = |D_t^p| / |D_t| (digits: ~60 of ~120 target samples)
     v_threshold_t: float | None = None  # malicious V_thr^t; None = choose automatically
     tau_t: float = 2.0
     auto_grid: list[float] = field(
@@ -34,7 +34,9 @@ class BadSNNConfig:
     )
     auto_level: float | None = None  # clean val accuracy to fall below; None = 2x chance
     v_thresholds_a: list[float] = field(
-        default_factory=lambda: [1.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5, 1.6]
+        # Steps of 0.02 where digits models go from clean to collapsed (1.2-1.5).
+        default_factory=lambda: [1.0, 1.1, *(round(1.2 + 0.02 * i, 2) for i in range(16)),
+                                 1.55, 1.6]
     )
     taus_a: list[float] = field(default_factory=lambda: [2.0])
     ca_tolerance: float = 0.05  # selection: CA >= base CA - tolerance (validation split)

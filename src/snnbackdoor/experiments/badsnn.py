@@ -60,7 +60,7 @@ class BadSNNExperiment:
     device: str = "auto"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15))
     badsnn: BadSNNConfig = field(default_factory=BadSNNConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)

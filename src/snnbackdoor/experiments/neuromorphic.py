@@ -39,7 +39,7 @@ from ..experiment import (
     train_clean,
 )
 from ..rundir import RunDir
-from ..training import TrainConfig, evaluate
+from ..training import TrainConfig, evaluate, seed_everything
 from ..triggers.dynamic import DynamicConfig, DynamicTrigger
 from ..util import resolve_device
 
@@ -134,6 +134,7 @@ def _frame_trigger(entry: TriggerEntry, data: DatasetBundle) -> Trigger:
 def _attack_stage(config: NeuromorphicExperiment, entry: TriggerEntry, data: DatasetBundle,
                   clean_model, run: RunDir, device) -> tuple:
     poison = _poison_config(config)
+    seed_everything(config.seed)  # same initial weights for every trigger, resumed or not
     model = new_model(config, data.info, device)
     name = f"{entry.attack}/{entry.label}"
     if entry.kind == "dynamic":

@@ -161,7 +161,7 @@ class UNetConfig:
 
     eps: float = 0.2
     width: int = 16
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 2e-3
     weights: list[float] = field(default_factory=lambda: [1.0, 0.1, 1.0])  # sim, adv, wmse
