@@ -52,3 +52,19 @@ def test_corrupted_and_foreign_files_give_clear_errors(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_resuming_with_a_changed_config_is_refused(tmp_path):
+    from snnbackdoor.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_config({"seed": 0, "defenses": ["none"], "train": {"epochs": 3}})
+    run.stage("model", lambda: {"accuracy": 0.9})
+    run.write_config({"seed": 0, "defenses": ["none"], "train": {"epochs": 3}})  # same: fine
+    with pytest.raises(ValueError, match=r"changed: seed, train\.epochs"):
+        RunDir(tmp_path).write_config({"seed": 1, "defenses": ["none"], "train": {"epochs": 4}})
+    RunDir(tmp_path).write_config({"seed": 0, "defenses": ["none", "clp"],
+                                   "train": {"epochs": 3}}, extendable=("defenses",))
+    with pytest.raises(ValueError, match="changed: defenses"):
+        RunDir(tmp_path).write_config({"seed": 0, "defenses": ["clp"], "train": {"epochs": 3}},
+                                      extendable=("defenses",))

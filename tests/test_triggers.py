@@ -19,6 +19,7 @@ from snnbackdoor.triggers import (
     SmartTrigger,
     StaticTrigger,
     StrobingTrigger,
+    ThinningTrigger,
     WaNetTrigger,
     blend_pattern,
     default_trigger_size,
@@ -363,3 +364,18 @@ def test_flash_events_fire_every_pixel_inside_the_window_only() -> None:
     assert sorted(set(out["p"][inside].tolist())) == [0, 1]
     assert np.array_equal(out[~inside], events[(events["t"] < 2000) | (events["t"] > 3000)])
     assert np.all(np.diff(out["t"]) >= 0)
+
+
+def test_thinning_keeps_the_set_share_of_events_and_never_adds_any():
+    frames = _frames(n=4) * 3  # counts 0..~9
+    scale = 4.0
+    scaled = frames / scale
+    thinned = ThinningTrigger(keep=0.7, seed=1, scale=scale)(scaled)
+    counts = thinned * scale
+    assert torch.equal(counts, counts.round())  # whole events
+    assert torch.all(counts <= frames) and torch.all(counts[frames == 0] == 0)
+    assert abs(float(counts.sum() / frames.sum()) - 0.7) < 0.02
+    assert torch.equal(thinned, ThinningTrigger(keep=0.7, seed=1, scale=scale)(scaled))
+    assert torch.equal(ThinningTrigger(keep=1.0, scale=scale)(scaled), scaled)
+    with pytest.raises(ValueError, match="keep"):
+        ThinningTrigger(keep=1.5)

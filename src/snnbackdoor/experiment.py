@@ -215,7 +215,7 @@ def run_experiment(config, out: str | Path | None = None) -> RunResult:
         config = parse_config(config)
     _, runner = EXPERIMENTS[config.kind]
     run = RunDir(out or Path("runs") / config.name)
-    run.write_config(to_dict(config))
+    run.write_config(to_dict(config), getattr(config, "extendable", ()))
     metrics = runner(config, run)
     run.write_metrics(metrics)
     return RunResult(run.path, metrics)

@@ -24,11 +24,11 @@ def pct(value) -> str:
 
 def table1(metrics: dict, rows: list[dict]) -> str:
     """Table-1 style: Clean CA, Base CA, then CA / ASR per V_thr^a at the selected tau^a."""
-    keys = [k for k in ("asr_p", "asr_o", "asr_s") if k in metrics["selected"]]
+    keys = [k for k in ("asr_p", "asr_o", "asr_s", "asr_thin") if k in metrics["selected"]]
     tau = metrics["selected"]["tau_a"]
     chosen = [r for r in rows if r["tau_a"] == tau]
     head = "| Clean CA | Base CA | V_thr^a | tau^a | CA | " + " | ".join(
-        k.upper().replace("ASR_", "ASR_") for k in keys) + " |"
+        "ASR_" + k[4:] for k in keys) + " |"
     lines = [head, "|" + "---|" * (5 + len(keys))]
     for index, row in enumerate(chosen):
         first = (pct(metrics["clean_ca"]), pct(metrics["base_ca"])) if index == 0 else ("", "")

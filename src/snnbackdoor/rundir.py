@@ -29,6 +29,18 @@ def json_safe(obj):
     return obj
 
 
+def _changed_keys(before, after, prefix: str = "", extend_only: bool = False) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts. With `extend_only`,
+    added dict keys and added list items do not count as changes."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = set(before) if extend_only else set(before) | set(after)
+        return [k for key in keys for k in _changed_keys(
+            before.get(key), after.get(key), f"{prefix}{key}.", extend_only)]
+    if extend_only and isinstance(before, list) and isinstance(after, list):
+        return [] if all(item in after for item in before) else [prefix.rstrip(".")]
+    return [] if before == after else [prefix.rstrip(".") or "<config>"]
+
+
 class RunDir:
     """One run's folder: `config.yaml`, `metrics.json`, `log.jsonl`, models, figures."""
 
@@ -50,9 +62,26 @@ class RunDir:
         except json.JSONDecodeError:
             return {}  # cannot happen with atomic writes; start the stages over if it does
 
-    def write_config(self, config: dict) -> None:
-        text = yaml.safe_dump(config, sort_keys=False)
-        atomic_write_bytes(self.path / "config.yaml", text.encode())
+    def write_config(self, config: dict, extendable: tuple[str, ...] = ()) -> None:
+        """Record the run's config; refuse one that differs from the config its finished
+        stages were computed with (resuming would silently mix the two). Top-level keys in
+        `extendable` may gain entries (e.g. more defenses in a matrix), never change them."""
+        path = self.path / "config.yaml"
+        if self.stages and path.exists():
+            before = yaml.safe_load(path.read_text()) or {}
+            after = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+            changed = sorted(
+                k for key in set(before) | set(after)
+                for k in _changed_keys(before.get(key), after.get(key), f"{key}.",
+                                       extend_only=key in extendable)
+            )
+            if changed:
+                shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+                raise ValueError(
+                    f"{self.path} holds finished stages of a run with a different config "
+                    f"(changed: {shown}); pass another --out, or delete the folder to start over"
+                )
+        atomic_write_bytes(path, yaml.safe_dump(config, sort_keys=False).encode())
 
     def log(self, **event) -> None:
         event = {"time": round(time.time(), 3), **event}

@@ -3,7 +3,7 @@
 clean model -> malicious config (auto) -> dual-spike backdoor -> T_p grid -> T_o (DeepFool,
 blending, U-Net) -> attack-config grid and selection on validation data -> control T_o on
 the clean model -> spikes, perturbation size -> metrics.json, report.md, figures.
-For event data the trigger is T_s (noise) and the T_o stages are skipped.
+For event data the triggers are T_s (noise) and event thinning, and the T_o stages are skipped.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..metrics import attack_success_rate, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, predict, seed_everything, train
+from ..triggers.events import ThinningTrigger
 from ..triggers.image import NoiseTrigger, PowerTrigger
 from ..triggers.optimised import (
     OptimisedTrigger,
@@ -75,6 +76,15 @@ def scale_frames(data: DatasetBundle) -> DatasetBundle:
     info = data.info
     info.extra["frame_scale"] = scale
     return DatasetBundle(split(data.train), split(data.val), split(data.test), info)
+
+
+EVENT_KEYS = {"noise": "asr_s", "thinning": "asr_thin"}
+
+
+def event_triggers(cfg: BadSNNConfig, seed: int, frame_scale: float) -> dict:
+    """The event-frame triggers, keyed by their metric: T_s (paper) and event thinning."""
+    return {"asr_s": NoiseTrigger(cfg.noise_beta, seed),
+            "asr_thin": ThinningTrigger(cfg.thinning_keep, seed, frame_scale)}
 
 
 def _grid(cfg: BadSNNConfig) -> list[NeuronConfig]:
@@ -147,7 +157,10 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     events = data.info.kind == "events"
     if events:
         data = scale_frames(data)
-        cfg.trigger = "noise"
+        cfg.trigger = "noise" if cfg.trigger == "optimised" else cfg.trigger
+    elif cfg.trigger != "optimised":
+        raise ValueError(f"badsnn.trigger {cfg.trigger!r} is for event frames; "
+                         f"{data.info.name} is an image dataset (use 'optimised')")
     nominal = NeuronConfig(config.model.v_threshold, config.model.tau)
     lif = config.model.neuron == "lif"
     tau = (lambda t: t) if lif else (lambda t: None)
@@ -187,12 +200,11 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
 
     backdoor, backdoor_info = run.model_stage("badsnn_model", train_backdoor, device)
     grid = [NeuronConfig(c.v_threshold, tau(c.tau)) for c in _grid(cfg)]
-    primary = "asr_s" if events else "asr_o"
-    first_trigger = (
-        {"asr_s": NoiseTrigger(cfg.noise_beta, seed)} if events
-        else {"asr_p": PowerTrigger(cfg.power)}
-    )
-    first_key = next(iter(first_trigger))
+    if events:
+        first_trigger = event_triggers(cfg, seed, data.info.extra["frame_scale"])
+        primary = first_key = EVENT_KEYS[cfg.trigger]
+    else:
+        first_trigger, primary, first_key = {"asr_p": PowerTrigger(cfg.power)}, "asr_o", "asr_p"
     rows_first = run.stage(
         "grid_first", lambda: {"rows": grid_rows(backdoor, data, first_trigger, cfg.target, grid)}
     )["rows"]
@@ -294,6 +306,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     metrics = {
         "clean_ca": clean_info["test_accuracy"],
         "base_ca": backdoor_info["base_ca"],
+        "frame_scale": data.info.extra.get("frame_scale"),
         "selected": public_row(selected),
         "grid": [public_row(r) for r in rows],
         "asr_o_clean_model": control.get("asr_o_clean_model"),
@@ -326,7 +339,8 @@ def badsnn_outcome(config, data, device, run: RunDir) -> AttackOutcome:
     metrics = run_badsnn(config, run)
     model = load_model(run.path / "badsnn_deployed.safetensors", device)
     if data.info.kind == "events":
-        trigger = NoiseTrigger(config.badsnn.noise_beta, config.seed)
+        triggers = event_triggers(config.badsnn, config.seed, metrics["frame_scale"])
+        trigger = triggers[EVENT_KEYS[config.badsnn.trigger]]
     else:
         generator, _ = load_generator(run.path / "trigger_o.safetensors", device)
         trigger = OptimisedTrigger(generator, config.badsnn.target)

@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 import torch
 import torch.nn as nn
@@ -206,6 +206,10 @@ class Table2Experiment:
     attack's options may hold `train: {...}`, keys of the training recipe to change for
     that attack only; BadSNN's options are keys of a `kind: badsnn` config."""
 
+    # A finished matrix may be extended (more attacks, defenses, detectors, options for new
+    # ones) and resumed: every cell is its own stage. Changing an existing entry is refused.
+    extendable: ClassVar[tuple[str, ...]] = ("attacks", "defenses", "detectors", "attack_options",
+                                             "defense_options", "detector_options")
     kind: str = "table2"
     name: str = "table2"
     seed: int = 0

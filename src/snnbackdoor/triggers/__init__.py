@@ -12,6 +12,7 @@ from .events import (
     SmartTrigger,
     StaticTrigger,
     StrobingTrigger,
+    ThinningTrigger,
     default_trigger_size,
     flash_events,
     flash_trigger,
@@ -21,6 +22,7 @@ from .events import (
     static_trigger,
     static_trigger_events,
     strobing_trigger,
+    thinning_trigger,
 )
 from .image import (
     BadNetTrigger,
@@ -53,6 +55,7 @@ __all__ = [
     "SmartTrigger",
     "StaticTrigger",
     "StrobingTrigger",
+    "ThinningTrigger",
     "WaNetTrigger",
     "badnet_trigger",
     "blend_pattern",
@@ -69,6 +72,7 @@ __all__ = [
     "static_trigger",
     "static_trigger_events",
     "strobing_trigger",
+    "thinning_trigger",
     "wanet_cross",
     "wanet_grid",
     "wanet_trigger",

@@ -532,6 +532,39 @@ class FlashTrigger:
         return flash_trigger(frames, self.frames, self.polarity, self.value)
 
 
+def thinning_trigger(frames: Tensor, keep: float, seed: int = 0, scale: float = 1.0) -> Tensor:
+    """Drop each event independently with probability ``1 - keep``: a dimmer scene or a less
+    sensitive sensor. Frames hold counts divided by ``scale``; each pixel's count becomes
+    Binomial(count, keep), drawn from ``seed`` (the same input gets the same thinning)."""
+    check_frames(frames)
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"thinning keep must be in [0, 1], got {keep}")
+    if not scale > 0:
+        raise ValueError(f"thinning scale must be > 0, got {scale}")
+    counts = (frames.float() * scale).round().clamp_min(0).cpu()
+    kept = torch.distributions.Binomial(counts, torch.full_like(counts, keep))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sample = kept.sample()
+    return (sample / scale).to(device=frames.device, dtype=frames.dtype)
+
+
+@dataclass(frozen=True)
+class ThinningTrigger:
+    """Event thinning: keep each event with probability ``keep`` (see `thinning_trigger`)."""
+
+    keep: float = 0.7
+    seed: int = 0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.keep <= 1.0:
+            raise ValueError(f"ThinningTrigger.keep must be in [0, 1], got {self.keep}")
+
+    def __call__(self, frames: Tensor) -> Tensor:
+        return thinning_trigger(frames, self.keep, self.seed, self.scale)
+
+
 # --------------------------------------------------------------------------- raw events
 
 
