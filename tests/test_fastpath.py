@@ -188,14 +188,36 @@ def test_models_use_the_fused_path_by_default_and_it_survives_deepcopy():
 
 
 def _digits_pair(seed: int = 0, T: int = 4):
-    """The same digits_net twice: one on the fast path, one on SpikingJelly's own path."""
+    """The same digits_net twice: one on the fast path, one on SpikingJelly's own path with
+    every layer run at every time step (no time-invariant prefix computed once)."""
     models = []
     for backend in ("auto", "spikingjelly"):
         torch.manual_seed(seed)
         model = build_model("digits_net", T=T, mean=[0.3], std=[0.4])
         set_neuron_backend(model, backend)
         models.append(model)
+    assert models[0].static_prefix == 2  # conv, BN
+    models[1].static_prefix = 0
     return models
+
+
+def test_static_prefix_is_the_leading_conv_bn_and_keeps_batch_statistics():
+    assert build_model("spiking_resnet19", T=1).static_prefix == 2
+    assert build_model("spiking_vgg11", T=1).static_prefix == 2
+    assert build_model("nmnist_net", T=2, encoding="frames").static_prefix == 0  # frames vary
+    once, every_step = _digits_pair(seed=5, T=3)
+    set_neuron_backend(every_step, "auto")
+    x = torch.rand(16, 1, 16, 16)
+    for model in (once, every_step):
+        model.train()
+        model(x)  # one training-mode forward updates the BN running statistics
+    bn_once, bn_every = once.body[1], every_step.body[1]
+    torch.testing.assert_close(bn_once.running_mean, bn_every.running_mean)
+    # Bessel's correction counts N*H*W values instead of T*N*H*W: 1e-4 relative here
+    torch.testing.assert_close(bn_once.running_var, bn_every.running_var, rtol=2e-4, atol=1e-6)
+    once.eval(), every_step.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(once(x), every_step(x), rtol=1e-4, atol=1e-5)
 
 
 def test_fast_model_forward_and_gradients_match_plain():

@@ -39,7 +39,9 @@ class BadSNNConfig:
                                  1.55, 1.6]
     )
     taus_a: list[float] = field(default_factory=lambda: [2.0])
-    ca_tolerance: float = 0.05  # selection: CA >= base CA - tolerance (validation split)
+    # Selection: val CA >= val base CA - tolerance. PAPERS.md 1.4 names 5 points; 3 leaves
+    # room for val/test noise (216 val digits: +-1.5 points) so test CA stays within 5.
+    ca_tolerance: float = 0.03
     power: float = 3.0  # q of T_p(x) = x^q
     # optimised: T_p and T_o on images. Event frames: noise (T_s, the paper) or thinning
     # (ours: each event kept with probability thinning_keep); both are measured, this one

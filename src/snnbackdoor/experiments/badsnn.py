@@ -92,24 +92,34 @@ def _grid(cfg: BadSNNConfig) -> list[NeuronConfig]:
 
 
 def _asr(model, split: Split, trigger, target: int, config: NeuronConfig) -> float:
-    triggered = triggered_non_target(split, trigger, target)
+    return _asr_triggered(model, triggered_non_target(split, trigger, target), target, config)
+
+
+def _asr_triggered(model, triggered: Split, target: int, config: NeuronConfig) -> float:
     pred = predict(model, triggered.x, neuron_config=config).cpu()
     return attack_success_rate(pred, triggered.y.cpu(), target)
 
 
 def grid_rows(model, data: DatasetBundle, triggers: dict, target: int,
-              grid: list[NeuronConfig], progress: bool = True) -> list[dict]:
-    """CA and ASR per trigger at every attack config, on val (selection) and test (report)."""
+              grid: list[NeuronConfig], progress: bool = True, with_ca: bool = True) -> list[dict]:
+    """CA and ASR per trigger at every attack config, on val (selection) and test (report).
+
+    Triggers do not depend on the neuron config: each split is triggered once.
+    """
     from tqdm.auto import tqdm
 
+    triggered = {(key, name): triggered_non_target(split, trigger, target)
+                 for key, trigger in triggers.items()
+                 for name, split in (("val", data.val), ("test", data.test))}
     rows = []
     for config in tqdm(grid, desc="attack grid", leave=False, disable=not progress):
         row = {"v_threshold_a": config.v_threshold, "tau_a": config.tau}
-        row["val_ca"] = evaluate(model, data.val, neuron_config=config)
-        row["ca"] = evaluate(model, data.test, neuron_config=config)
-        for key, trigger in triggers.items():
-            row[f"val_{key}"] = _asr(model, data.val, trigger, target, config)
-            row[key] = _asr(model, data.test, trigger, target, config)
+        if with_ca:
+            row["val_ca"] = evaluate(model, data.val, neuron_config=config)
+            row["ca"] = evaluate(model, data.test, neuron_config=config)
+        for key in triggers:
+            row[f"val_{key}"] = _asr_triggered(model, triggered[key, "val"], target, config)
+            row[key] = _asr_triggered(model, triggered[key, "test"], target, config)
         rows.append(row)
     return rows
 
@@ -229,7 +239,8 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         triggers["asr_o"] = OptimisedTrigger(generator, cfg.target)
 
         def full_grid() -> dict:
-            rows = grid_rows(backdoor, data, {"asr_o": triggers["asr_o"]}, cfg.target, grid)
+            rows = grid_rows(backdoor, data, {"asr_o": triggers["asr_o"]}, cfg.target, grid,
+                             with_ca=False)  # CA is in rows_first
             merged = [{**a, **b} for a, b in zip(rows_first, rows)]
             return {"rows": merged}
 

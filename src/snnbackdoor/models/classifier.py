@@ -8,9 +8,29 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, layer
 
 ENCODINGS = ("direct", "frames")
+
+# Multi-step layers whose output at step t depends only on the input at step t (no state).
+TIME_INVARIANT = (layer.Conv2d, layer.BatchNorm2d)
+
+
+def static_prefix_length(body: nn.Module) -> int:
+    """How many leading modules of a Sequential body are stateless and time-invariant.
+
+    With direct encoding every step receives the same image, so these modules give the same
+    output at every step: they run once on `[1, N, ...]` and their output is broadcast over
+    T. (Training-mode batch norm sees the same mean and variance either way.)
+    """
+    if not isinstance(body, nn.Sequential):
+        return 0
+    count = 0
+    for module in body:
+        if type(module) not in TIME_INVARIANT or getattr(module, "step_mode", "m") != "m":
+            break
+        count += 1
+    return count
 
 
 class _Normalise(nn.Module):
@@ -52,6 +72,7 @@ class SpikingClassifier(nn.Module):
         self.encoding = encoding
         self.normalise = _Normalise(mean, std)
         functional.set_step_mode(self.body, "m")
+        self.static_prefix = static_prefix_length(body) if encoding == "direct" else 0
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel-space input -> normalised time-major sequence `[T, N, ...]`."""
@@ -66,9 +87,30 @@ class SpikingClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         functional.reset_net(self.body)
-        out = self.body(self.encode(x))
+        if self.static_prefix:
+            out = self._run_with_static_prefix(x)
+        else:
+            out = self.body(self.encode(x))
         functional.reset_net(self.body)
         return out.mean(0)
+
+    def _run_with_static_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The body on direct-encoded images, its time-invariant prefix computed once.
+
+        Same outputs and gradients as `body(encode(x))` (autograd sums the broadcast over
+        T), at a fraction of the first layers' cost; forward hooks on those layers see
+        `[1, N, ...]` instead of `[T, N, ...]`.
+        """
+        if x.ndim != 4:
+            raise ValueError(f"expected images [N, C, H, W], got shape {tuple(x.shape)}")
+        modules = list(self.body)
+        out = self.normalise(x).unsqueeze(0)
+        for module in modules[: self.static_prefix]:
+            out = module(out)
+        out = out.expand(self.T, *out.shape[1:])
+        for module in modules[self.static_prefix :]:
+            out = module(out)
+        return out
 
 
 class ANNClassifier(nn.Module):
