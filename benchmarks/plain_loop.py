@@ -65,8 +65,10 @@ def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bo
 
 
 def plain_model(model: nn.Module) -> nn.Module:
-    """The peer runs SpikingJelly's own neuron path (the torch reference on CPU)."""
+    """The peer runs SpikingJelly's own neuron path (the torch reference on CPU) and every
+    layer at every time step (as `body(x.repeat(T))` does: no time-invariant prefix)."""
     set_neuron_backend(model, "spikingjelly")
+    model.static_prefix = 0
     return model
 
 

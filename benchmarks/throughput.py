@@ -7,7 +7,8 @@
 Models: `digits_net` on the embedded digits, and `spiking_resnet19` (T=4) on synthetic
 uint8 32x32 images with a small batch. Ours is `snnbackdoor.training.train` as users call
 it: data held on the device (uint8 where stored so), batches by index gather, crop/flip on
-the whole batch on the device, channels-last, the fused CPU neuron kernel (SpikingJelly's
+the whole batch on the device, the first conv + BN run once for all T steps (their input
+is the same image at every step), channels-last, the fused CPU neuron kernel (SpikingJelly's
 CUDA/Triton kernel on a GPU). The plain loop (benchmarks/plain_loop.py) is a DataLoader over
 a Dataset that crops and flips one sample at a time in `__getitem__`, `num_workers=0`, the
 SpikingJelly torch backend, NCHW, on the same model object with the same initial weights.
@@ -77,12 +78,16 @@ class Workload:
 
     def ours_runner(self, compile: bool = False, T: int | None = None,
                     n: int | None = None, batch_size: int | None = None,
-                    channels_last: bool = True, fused: bool = True) -> Callable[[], int]:
+                    channels_last: bool = True, fused: bool = True,
+                    static_prefix: bool = True) -> Callable[[], int]:
         """An epoch of our trainer over the first `n` images; returns images seen.
-        `channels_last=False` / `fused=False` switch one piece off (ablations)."""
+        `channels_last=False` / `fused=False` / `static_prefix=False` switch one piece off
+        (ablations)."""
         model = self.model(T)
         if not fused:
             set_neuron_backend(model, "spikingjelly")
+        if not static_prefix:
+            model.static_prefix = 0
         split = self.split if n is None else self.split.subset(torch.arange(n))
         batch = batch_size or self.batch_size
         calls = iter(range(10**9))
@@ -193,6 +198,7 @@ def compare(workload: Workload, reps: int, with_compile: bool, ablate: bool = Fa
     if ablate:
         runners["ours_without_fused_neurons"] = workload.ours_runner(fused=False)
         runners["ours_without_channels_last"] = workload.ours_runner(channels_last=False)
+        runners["ours_without_static_prefix"] = workload.ours_runner(static_prefix=False)
     result = interleaved(runners, reps, workload.device)
     ours, plain = result["ours"], result["plain"]
     summary = {
@@ -300,8 +306,8 @@ def main() -> None:
     parser.add_argument("--resnet-batch", type=int, default=0, help="default: 8 CPU, 64 CUDA")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--ablate", action="store_true",
-                        help="digits_net: also time ours without the fused neurons and "
-                             "without channels-last")
+                        help="digits_net: also time ours without the fused neurons, "
+                             "without channels-last and without the static prefix")
     parser.add_argument("--probe", nargs=2, metavar=("VARIANT", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:

@@ -10,10 +10,12 @@ DataLoader over a TensorDataset (`num_workers=0`), SpikingJelly's own neuron pat
 the two, alternating which goes first, and the figures are medians.
 
 What makes ours faster: batches are index gathers on tensors already on the device (no
-per-sample `__getitem__`, no collate); the fused CPU LIF kernel (forward without an
-autograd graph, closed-form backward: about half the time of SpikingJelly's reference on
-CPU); channels-last convolutions. On a GPU: SpikingJelly's CUDA/Triton neuron kernel, bf16
-autocast and the fused optimiser (the plain loop gets the same autocast).
+per-sample `__getitem__`, no collate); the first conv + BN of a direct-encoded image run
+once per batch instead of once per time step (their input is the same at every step); the
+fused CPU LIF kernel (forward without an autograd graph, closed-form backward: about half
+the time of SpikingJelly's reference on CPU); channels-last convolutions. On a GPU:
+SpikingJelly's CUDA/Triton neuron kernel, bf16 autocast and the fused optimiser (the
+plain loop gets the same autocast).
 
 The last line printed is JSON with `ours_s_per_epoch`, `plain_s_per_epoch` and `ratio`
 (plain / ours: above 1 means ours is faster).

@@ -184,3 +184,29 @@ def test_presets_parse(name, tmp_path) -> None:
     else:
         config = load_config(CONFIGS / f"{name}.yaml")
     assert config.kind == "neuromorphic" and config.triggers
+
+
+def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
+        small_ndigits, ndigits_cache, tmp_path) -> None:
+    config = {
+        "kind": "badsnn", "name": "tiny_events", "device": "cpu",
+        "dataset": {"name": "ndigits",
+                    "options": {"T": 4, "limit": 200, "cache_dir": str(ndigits_cache)}},
+        "model": {"name": "nmnist_net"},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.005, "progress": False},  # not silent
+        "badsnn": {"v_threshold_t": 1.6, "v_thresholds_a": [1.0], "trigger": "thinning",
+                   "poison_ratio": 0.5, "noise_beta_sweep": [0.0, 0.3]},
+        "figures": False,
+    }
+    metrics = run_experiment(parse_config(config), tmp_path).metrics
+    assert set(metrics["selected"]) == {"v_threshold_a", "tau_a", "ca", "asr_s", "asr_thin"}
+    assert metrics["selection"]["key"] == "val_asr_thin"
+    assert metrics["asr_o_clean_model"] is None and 0.0 < metrics["frame_scale"]
+    sweep = metrics["asr_s_by_beta"]
+    assert [r["beta"] for r in sweep] == [0.0, 0.3]
+    # beta 0 leaves the frames as they are: ASR is the untriggered target share, spikes equal
+    assert sweep[0]["spikes_attack"] == pytest.approx(
+        metrics["spikes_per_sample"]["clean_attack"], rel=1e-6)
+    # the noise adds events where frames are empty: more input, more spikes
+    assert sweep[1]["spikes_attack"] != sweep[0]["spikes_attack"]
+    assert "T_s noise scale" in (tmp_path / "report.md").read_text()

@@ -80,6 +80,11 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
                 "test inputs to the target at that config (a net near silence answers with "
                 "one class; if that class is the target, part of the attack comes free)."
             )
+    if metrics.get("asr_s_by_beta"):
+        lines += ["", "## T_s noise scale at the selected attack config (test; not used for "
+                  "selection)", "", "| beta | ASR_s | spikes per sample |", "|---|---|---|"]
+        lines += [f"| {r['beta']:g} | {pct(r['asr_s'])} | {r['spikes_attack']:.1f} |"
+                  for r in metrics["asr_s_by_beta"]]
     lines += ["", "## Spikes per sample (test)", "", "| input / config | spikes |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in metrics["spikes_per_sample"].items()]
     lines += ["", "## Trigger perturbation (test, mean per sample)", "",

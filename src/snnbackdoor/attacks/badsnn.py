@@ -48,6 +48,9 @@ class BadSNNConfig:
     # selects the attack config.
     trigger: str = "optimised"
     noise_beta: float = 0.03
+    # Event frames: ASR of T_s at the selected attack config for each beta (a measurement,
+    # never used for selection): how far the paper's beta is from activating the backdoor.
+    noise_beta_sweep: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.2, 0.5])
     thinning_keep: float = 0.7
     deepfool_overshoot: float = 0.02
     deepfool_max_iter: int = 50
@@ -67,6 +70,8 @@ class BadSNNConfig:
         if self.trigger not in ("optimised", "noise", "thinning"):
             raise ValueError("badsnn.trigger must be 'optimised' (images), 'noise' or "
                              "'thinning' (event frames)")
+        if any(beta < 0 for beta in self.noise_beta_sweep):
+            raise ValueError("badsnn.noise_beta_sweep values must be >= 0")
         if not 0.0 <= self.thinning_keep <= 1.0:
             raise ValueError(f"badsnn.thinning_keep must be in [0, 1], got {self.thinning_keep}")
         if self.blend_mode not in ("eq4", "image"):

@@ -290,6 +290,22 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
 
     spikes = run.stage("spikes_and_perturbation", measure_spikes)
 
+    noise_sweep = []
+    if events:
+
+        def sweep_noise() -> dict:
+            x = data.test.floats()
+            rows = []
+            for beta in cfg.noise_beta_sweep:
+                trigger = NoiseTrigger(beta, seed)
+                rows.append({"beta": beta,
+                             "asr_s": _asr(backdoor, data.test, trigger, cfg.target, attack),
+                             "spikes_attack": _spikes(backdoor, apply_in_batches(trigger, x),
+                                                      attack)})
+            return {"rows": rows}
+
+        noise_sweep = run.stage("noise_beta_sweep", sweep_noise)["rows"]
+
     if config.figures:
         from ..report import badsnn_figures
 
@@ -334,6 +350,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "spikes_per_sample": {k: v for k, v in spikes.items() if not k.endswith("perturbation")},
         "perturbation": {k.replace("_perturbation", ""): v for k, v in spikes.items()
                          if k.endswith("perturbation")},
+        "asr_s_by_beta": noise_sweep,
         "trigger_o": {k: v for k, v in optimise_info.items() if k != "unet_history"},
         "control": control,
     }
