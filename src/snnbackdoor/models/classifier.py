@@ -101,10 +101,8 @@ class SpikingClassifier(nn.Module):
         T), at a fraction of the first layers' cost; forward hooks on those layers see
         `[1, N, ...]` instead of `[T, N, ...]`.
         """
-        if x.ndim != 4:
-            raise ValueError(f"expected images [N, C, H, W], got shape {tuple(x.shape)}")
         modules = list(self.body)
-        out = self.normalise(x).unsqueeze(0)
+        out = self.encode(x)[:1]  # one step: every step is the same image
         for module in modules[: self.static_prefix]:
             out = module(out)
         out = out.expand(self.T, *out.shape[1:])
