@@ -220,6 +220,23 @@ def test_static_prefix_is_the_leading_conv_bn_and_keeps_batch_statistics():
         torch.testing.assert_close(once(x), every_step(x), rtol=1e-4, atol=1e-5)
 
 
+def test_a_one_channel_image_runs_channels_last_after_the_prefix_when_stored_so():
+    from snnbackdoor.training import set_channels_last
+
+    model = build_model("digits_net", T=2)
+    seen = []
+    model.body[3].register_forward_hook(  # the first pool reads the first LIF's spikes
+        lambda m, i, o: seen.append(i[0].flatten(0, 1).is_contiguous(
+            memory_format=torch.channels_last)))
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        plain = model(x)
+        set_channels_last(model)
+        fast = model(x.contiguous(memory_format=torch.channels_last))
+    assert seen == [False, True]
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
 def test_fast_model_forward_and_gradients_match_plain():
     fast, plain = _digits_pair()
     x = torch.rand(8, 1, 16, 16)
@@ -282,3 +299,17 @@ def test_compiled_training_runs_and_restores_the_model(digits):  # minutes on a 
     config = TrainConfig(epochs=1, batch_size=32, progress=False, compile=True)
     history = train(model, small, config, val_split=digits.val).history
     assert history[0]["loss"] > 0 and getattr(model, "_compiled_call_impl", None) is None
+
+
+def test_channels_last_layout_restores_the_layout_it_found():
+    from snnbackdoor.models.classifier import stored_channels_last
+    from snnbackdoor.training import channels_last_layout, evaluate, set_channels_last
+
+    model = build_model("digits_net", T=2)
+    split = Split(torch.rand(6, 1, 16, 16), torch.arange(6))
+    with channels_last_layout(model):
+        assert stored_channels_last(model)
+    assert not stored_channels_last(model)
+    set_channels_last(model)  # as inside the trainer: evaluating must not undo it
+    evaluate(model, split)
+    assert stored_channels_last(model)

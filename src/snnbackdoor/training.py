@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data.bundle import Split
+from .models.classifier import stored_channels_last
 from .neurons import NeuronConfig, use_config
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -116,6 +117,20 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> None:
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             if tensor.dim() == 4 and not tensor.is_contiguous(memory_format=layout):
                 tensor.data = tensor.data.contiguous(memory_format=layout)
+
+
+@contextlib.contextmanager
+def channels_last_layout(model: nn.Module):
+    """Inside: the model's 4-D weights are stored channels-last (NHWC convolutions, about
+    a quarter faster on CPU for our SNNs); the layout it had is restored on exit."""
+    switch = not stored_channels_last(model)
+    if switch:
+        set_channels_last(model)
+    try:
+        yield model
+    finally:
+        if switch:
+            set_channels_last(model, False)
 
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -242,7 +257,7 @@ def logits_of(
     model.eval()
     outs = []
     try:
-        with use_config(model, neuron_config):
+        with use_config(model, neuron_config), channels_last_layout(model):
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 if batch.dtype == torch.uint8:
@@ -250,7 +265,7 @@ def logits_of(
                 if transform is not None:
                     batch = transform(batch)
                 with autocast(device):
-                    outs.append(model(batch).float())
+                    outs.append(model(to_memory_format(batch, True)).float())
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)

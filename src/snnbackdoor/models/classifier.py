@@ -33,6 +33,17 @@ def static_prefix_length(body: nn.Module) -> int:
     return count
 
 
+def stored_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolutions are stored channels-last (the fast path); read off
+    the first conv with more than one input channel (with one, both layouts coincide)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels > 1:
+            weight = module.weight
+            return weight.is_contiguous(memory_format=torch.channels_last) and not (
+                weight.is_contiguous())
+    return False
+
+
 class _Normalise(nn.Module):
     """Per-channel (x - mean) / std with buffers, a no-op when mean/std are None."""
 
@@ -105,6 +116,10 @@ class SpikingClassifier(nn.Module):
         out = self.encode(x)[:1]  # one step: every step is the same image
         for module in modules[: self.static_prefix]:
             out = module(out)
+        if out.ndim == 5 and stored_channels_last(self.body):
+            # A 1-channel image has no layout of its own, so the first conv answers NCHW;
+            # turn it (N samples, once) into the layout every later layer runs fastest in.
+            out = out[0].contiguous(memory_format=torch.channels_last).unsqueeze(0)
         out = out.expand(self.T, *out.shape[1:])
         for module in modules[self.static_prefix :]:
             out = module(out)

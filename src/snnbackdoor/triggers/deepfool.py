@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..training import channels_last_layout
+
 
 def _class_gradients(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor
@@ -43,12 +45,13 @@ def deepfool(
     model.eval()
     deltas, flips = [], []
     try:
-        for start in range(0, len(x), batch_size):
-            delta, flipped = _deepfool_batch(
-                model, x[start : start + batch_size], num_candidates, overshoot, max_iter
-            )
-            deltas.append(delta)
-            flips.append(flipped)
+        with channels_last_layout(model):
+            for start in range(0, len(x), batch_size):
+                delta, flipped = _deepfool_batch(
+                    model, x[start : start + batch_size], num_candidates, overshoot, max_iter
+                )
+                deltas.append(delta)
+                flips.append(flipped)
     finally:
         model.train(was_training)
     return torch.cat(deltas), torch.cat(flips)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..neurons import NeuronConfig, use_config
+from ..training import channels_last_layout
 from .deepfool import deepfool
 
 BLEND_MODES = ("eq4", "image")
@@ -218,7 +219,7 @@ def fit_unet(
     history: list[dict] = []
     gen = torch.Generator().manual_seed(seed)
     try:
-        with use_config(model, adv_neuron_config):
+        with use_config(model, adv_neuron_config), channels_last_layout(model):
             for epoch in tqdm(range(config.epochs), desc="T_o U-Net", leave=False,
                               disable=not config.progress):
                 order = torch.randperm(len(x), generator=gen).to(x.device)
