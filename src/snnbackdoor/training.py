@@ -179,7 +179,7 @@ def train(
     Batches are index gathers on the split's device; `augment` (e.g. the dataset's
     `dataset_augmentation(info)`, which callers pass when `config.augment` is true) runs on
     the whole batch on that device. With `config.channels_last` the model trains in NHWC
-    and is returned in the default layout; with `config.compile` it trains through
+    and is returned in the layout it came in; with `config.compile` it trains through
     torch.compile (full batches only, so the graph keeps one shape).
     """
     device = model_device(model)
@@ -188,8 +188,7 @@ def train(
     drop_last = config.compile and len(train_split) >= config.batch_size
     if drop_last:
         steps_per_epoch = len(train_split) // config.batch_size
-    if config.channels_last:
-        set_channels_last(model)
+    layout = channels_last_layout(model) if config.channels_last else contextlib.nullcontext()
     opt, sched = make_optimizer(model, config, config.epochs * steps_per_epoch)
     result = TrainResult()
     start = time.perf_counter()
@@ -197,36 +196,32 @@ def train(
         range(config.epochs), desc=description, unit="epoch", disable=not config.progress,
         leave=False,
     )
-    try:
-        with compiled(model, config.compile):
-            for epoch in epochs:
-                model.train()
-                total_loss = torch.zeros((), device=device)
-                seen = 0
-                for index, x, y in train_split.indexed_batches(
-                    config.batch_size, True, generator, drop_last
-                ):
-                    if augment is not None:
-                        x = augment(x)
-                    x = to_memory_format(x, config.channels_last)
-                    with autocast(device):
-                        loss = loss_fn(model, x, y, index)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    total_loss += loss.detach() * len(y)
-                    seen += len(y)
-                row = {"epoch": epoch + 1, "loss": float(total_loss) / max(seen, 1)}
-                if val_split is not None:
-                    with eager(model):
-                        row["val_accuracy"] = evaluate(model, val_split, config.batch_size * 4)
-                row["seconds"] = time.perf_counter() - start
-                result.history.append(row)
-                epochs.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
-    finally:
-        if config.channels_last:
-            set_channels_last(model, False)
+    with layout, compiled(model, config.compile):
+        for epoch in epochs:
+            model.train()
+            total_loss = torch.zeros((), device=device)
+            seen = 0
+            for index, x, y in train_split.indexed_batches(
+                config.batch_size, True, generator, drop_last
+            ):
+                if augment is not None:
+                    x = augment(x)
+                x = to_memory_format(x, config.channels_last)
+                with autocast(device):
+                    loss = loss_fn(model, x, y, index)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total_loss += loss.detach() * len(y)
+                seen += len(y)
+            row = {"epoch": epoch + 1, "loss": float(total_loss) / max(seen, 1)}
+            if val_split is not None:
+                with eager(model):
+                    row["val_accuracy"] = evaluate(model, val_split, config.batch_size * 4)
+            row["seconds"] = time.perf_counter() - start
+            result.history.append(row)
+            epochs.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     result.seconds = time.perf_counter() - start
     return result
 
