@@ -133,6 +133,15 @@ def test_selection_respects_the_ca_bound_on_validation():
     assert select_attack_row(rows, 0.98, 0.05, "val_asr_o")["v_threshold_a"] == 1.1
 
 
+def test_selection_breaks_a_saturated_asr_tie_toward_the_nominal_config():
+    rows = [
+        {"v_threshold_a": 1.0, "tau_a": 2.0, "val_ca": 0.954, "val_asr_s": 1.0},
+        {"v_threshold_a": 1.25, "tau_a": 2.0, "val_ca": 0.958, "val_asr_s": 1.0},  # val noise
+        {"v_threshold_a": 1.3, "tau_a": 2.0, "val_ca": 0.944, "val_asr_s": 0.9},
+    ]
+    assert select_attack_row(rows, 0.954, 0.03, "val_asr_s")["v_threshold_a"] == 1.0
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="tau"):
         BadSNNConfig(tau_t=0.5)

@@ -210,3 +210,32 @@ def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
     # the noise adds events where frames are empty: more input, more spikes
     assert sweep[1]["spikes_attack"] != sweep[0]["spikes_attack"]
     assert "T_s noise scale" in (tmp_path / "report.md").read_text()
+
+
+def test_badsnn_on_count_frames_measures_t_s_on_counts_and_on_unit_frames(
+        small_ndigits, ndigits_cache, tmp_path) -> None:
+    config = {
+        "kind": "badsnn", "name": "tiny_counts", "device": "cpu",
+        "dataset": {"name": "ndigits",
+                    "options": {"T": 4, "limit": 200, "cache_dir": str(ndigits_cache)}},
+        "model": {"name": "nmnist_net"},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.002, "progress": False},
+        "badsnn": {"v_threshold_t": 1.6, "v_thresholds_a": [1.0, 1.2], "trigger": "noise",
+                   "frames": "counts", "poison_ratio": 0.5, "noise_beta_sweep": [0.0]},
+        "figures": False,
+    }
+    metrics = run_experiment(parse_config(config), tmp_path).metrics
+    assert metrics["frames"] == "counts" and metrics["frame_scale"] == 1.0
+    assert metrics["count_max"] > 1  # the model sees raw counts
+    assert set(metrics["selected"]) == {"v_threshold_a", "tau_a", "ca", "asr_s", "asr_s_unit",
+                                        "asr_thin"}
+    assert metrics["selection"]["key"] == "val_asr_s"
+    assert {"asr_s_clean_model", "asr_s_unit_clean_model"} <= set(metrics["control"])
+    spikes = metrics["spikes_per_sample"]
+    # Eq. 7's clip on counts removes most events; on unit frames T_s barely changes anything
+    assert spikes["s_attack"] < 0.25 * spikes["clean_attack"]
+    assert spikes["s_unit_attack"] == pytest.approx(spikes["clean_attack"], rel=0.15)
+    stealth = metrics["perturbation"]
+    assert stealth["s_unit"]["linf"] == pytest.approx(0.03, abs=1e-3)  # measured on [0, 1]
+    assert stealth["s"]["l2"] > stealth["s_unit"]["l2"]
+    assert "Control: the same triggers on the clean model" in (tmp_path / "report.md").read_text()

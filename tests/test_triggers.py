@@ -165,6 +165,20 @@ def test_noise_trigger_clips_and_works_on_frames() -> None:
     assert float(out.min()) >= 0 and float(out.max()) <= 1
 
 
+def test_noise_trigger_on_count_frames_caps_counts_at_one() -> None:
+    frames = torch.zeros(2, 4, 2, 6, 6)
+    frames[:, :, 1, :3] = 3.0  # three events per pixel and bin
+    out = NoiseTrigger(beta=0.03, seed=1, counts=True)(frames)
+    assert float(out[:, :, 1, :3].min()) >= 0.97 and float(out.max()) <= 1.0
+    assert float(out.sum()) < 0.4 * float(frames.sum())  # Eq. 7's clip removes the excess
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        NoiseTrigger(beta=0.03)(frames)  # unit-range T_s refuses counts
+    with pytest.raises(ValueError, match="non-negative"):
+        NoiseTrigger(counts=True)(-frames)
+    with pytest.raises(ValueError, match="frames"):
+        NoiseTrigger(counts=True)(_images())
+
+
 def test_clean_label_stamp_puts_a_checkerboard_in_each_corner() -> None:
     x = torch.full((1, 1, 9, 9), 0.5)
     out = CleanLabelStamp()(x)

@@ -24,7 +24,7 @@ def pct(value) -> str:
 
 def table1(metrics: dict, rows: list[dict]) -> str:
     """Table-1 style: Clean CA, Base CA, then CA / ASR per V_thr^a at the selected tau^a."""
-    keys = [k for k in ("asr_p", "asr_o", "asr_s", "asr_thin") if k in metrics["selected"]]
+    keys = [k for k in metrics["selected"] if k.startswith("asr_")]
     tau = metrics["selected"]["tau_a"]
     chosen = [r for r in rows if r["tau_a"] == tau]
     head = "| Clean CA | Base CA | V_thr^a | tau^a | CA | " + " | ".join(
@@ -49,8 +49,8 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
         f"# BadSNN: {config.name}",
         "",
         f"Dataset `{config.dataset.name}`, model `{config.model.name}` ({config.model.neuron}, "
-        f"T={config.model.T}), seed {config.seed}. Test-split figures in percent; "
-        "the attack config is selected on the validation split "
+        f"T={metrics.get('T', config.model.T)}), seed {config.seed}. "
+        "Test-split figures in percent; the attack config is selected on the validation split "
         f"(largest {metrics['selection']['key']} with val CA >= val base CA - "
         f"{metrics['selection']['ca_tolerance']}). `*` marks the selected row.",
         "",
@@ -80,6 +80,21 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
                 "test inputs to the target at that config (a net near silence answers with "
                 "one class; if that class is the target, part of the attack comes free)."
             )
+    if metrics.get("frames"):
+        lines += ["", f"Event frames fed to the model: `{metrics['frames']}` "
+                  f"(largest training count {metrics['count_max']:g}). "
+                  + ("T_s acts on the raw counts, so its clip caps every count at 1; ASR_s_unit "
+                     "is T_s on the frames divided by that count, as on [0, 1] frames."
+                     if metrics["frames"] == "counts" else "T_s acts on frames in [0, 1].")]
+    event_control = {k[:-len("_clean_model")]: v for k, v in metrics.get("control", {}).items()
+                     if k.endswith("_clean_model") and k != "asr_o_clean_model"}
+    if event_control:
+        lines += ["", "## Control: the same triggers on the clean model at the attack config",
+                  "", "| trigger | backdoored | clean model | clean model at S_n |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {pct(sel.get(k))} | {pct(v)} | "
+                  f"{pct(metrics['control'].get(k + '_clean_model_nominal'))} |"
+                  for k, v in event_control.items()]
     if metrics.get("asr_s_by_beta"):
         lines += ["", "## T_s noise scale at the selected attack config (test; not used for "
                   "selection)", "", "| beta | ASR_s | spikes per sample |", "|---|---|---|"]

@@ -75,16 +75,35 @@ def scale_frames(data: DatasetBundle) -> DatasetBundle:
     split = lambda s: Split(s.floats() / scale, s.y)  # noqa: E731
     info = data.info
     info.extra["frame_scale"] = scale
+    info.extra["count_max"] = scale
     return DatasetBundle(split(data.train), split(data.val), split(data.test), info)
 
 
 EVENT_KEYS = {"noise": "asr_s", "thinning": "asr_thin"}
 
 
-def event_triggers(cfg: BadSNNConfig, seed: int, frame_scale: float) -> dict:
-    """The event-frame triggers, keyed by their metric: T_s (paper) and event thinning."""
-    return {"asr_s": NoiseTrigger(cfg.noise_beta, seed),
-            "asr_thin": ThinningTrigger(cfg.thinning_keep, seed, frame_scale)}
+@dataclass(frozen=True)
+class UnitScaledNoise:
+    """T_s on count frames divided by ``scale`` (to [0, 1]), scaled back: the trigger as
+    PAPERS.md 1.4 states it, for a model fed raw counts."""
+
+    beta: float
+    seed: int
+    scale: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return NoiseTrigger(self.beta, self.seed)(x / self.scale) * self.scale
+
+
+def event_triggers(cfg: BadSNNConfig, seed: int, frame_scale: float, count_max: float) -> dict:
+    """The event-frame triggers, keyed by their metric: T_s (paper), event thinning and, on
+    count frames, T_s on unit-scaled frames. `frame_scale`: what the frames were divided by."""
+    counts = cfg.frames == "counts"
+    triggers = {"asr_s": NoiseTrigger(cfg.noise_beta, seed, counts=counts)}
+    if counts:
+        triggers["asr_s_unit"] = UnitScaledNoise(cfg.noise_beta, seed, count_max)
+    triggers["asr_thin"] = ThinningTrigger(cfg.thinning_keep, seed, frame_scale)
+    return triggers
 
 
 def _grid(cfg: BadSNNConfig) -> list[NeuronConfig]:
@@ -165,8 +184,11 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     config.train.seed = seed
     data = dataset_from_config(config, device)
     events = data.info.kind == "events"
-    if events:
+    if events and cfg.frames == "unit":
         data = scale_frames(data)
+    elif events:
+        data.info.extra.update(frame_scale=1.0, count_max=float(data.train.x.float().max()) or 1.0)
+    if events:
         cfg.trigger = "noise" if cfg.trigger == "optimised" else cfg.trigger
     elif cfg.trigger != "optimised":
         raise ValueError(f"badsnn.trigger {cfg.trigger!r} is for event frames; "
@@ -211,7 +233,8 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     backdoor, backdoor_info = run.model_stage("badsnn_model", train_backdoor, device)
     grid = [NeuronConfig(c.v_threshold, tau(c.tau)) for c in _grid(cfg)]
     if events:
-        first_trigger = event_triggers(cfg, seed, data.info.extra["frame_scale"])
+        first_trigger = event_triggers(cfg, seed, data.info.extra["frame_scale"],
+                                       data.info.extra["count_max"])
         primary = first_key = EVENT_KEYS[cfg.trigger]
     else:
         first_trigger, primary, first_key = {"asr_p": PowerTrigger(cfg.power)}, "asr_o", "asr_p"
@@ -276,6 +299,22 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
             }
 
         control = run.stage("control", clean_control)
+    elif config.control:
+
+        def clean_control_events() -> dict:
+            out = {"clean_model_ca_at_attack_config": evaluate(clean, data.test,
+                                                               neuron_config=attack)}
+            for key, trigger in triggers.items():
+                triggered = triggered_non_target(data.test, trigger, cfg.target)
+                out[f"{key}_clean_model"] = _asr_triggered(clean, triggered, cfg.target, attack)
+                out[f"{key}_clean_model_nominal"] = _asr_triggered(clean, triggered, cfg.target,
+                                                                   nominal)
+            return out
+
+        control = run.stage("control", clean_control_events)
+
+    # Stealth metrics on [0, 1] frames in both modes (SSIM and PSNR assume that range).
+    unit = data.info.extra["count_max"] if events and cfg.frames == "counts" else 1.0
 
     def measure_spikes() -> dict:
         x = data.test.floats()
@@ -285,7 +324,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
             name = key.replace("asr_", "")
             triggered = apply_in_batches(trigger, x)
             out[f"{name}_attack"] = _spikes(backdoor, triggered, attack)
-            out[f"{name}_perturbation"] = perturbation_stats(x, triggered)
+            out[f"{name}_perturbation"] = perturbation_stats(x / unit, triggered / unit)
         return out
 
     spikes = run.stage("spikes_and_perturbation", measure_spikes)
@@ -297,7 +336,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
             x = data.test.floats()
             rows = []
             for beta in cfg.noise_beta_sweep:
-                trigger = NoiseTrigger(beta, seed)
+                trigger = NoiseTrigger(beta, seed, counts=cfg.frames == "counts")
                 rows.append({"beta": beta,
                              "asr_s": _asr(backdoor, data.test, trigger, cfg.target, attack),
                              "spikes_attack": _spikes(backdoor, apply_in_batches(trigger, x),
@@ -334,6 +373,9 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "clean_ca": clean_info["test_accuracy"],
         "base_ca": backdoor_info["base_ca"],
         "frame_scale": data.info.extra.get("frame_scale"),
+        "count_max": data.info.extra.get("count_max"),
+        "T": data.info.shape[0] if events else config.model.T,
+        "frames": cfg.frames if events else None,
         "selected": public_row(selected),
         "grid": [public_row(r) for r in rows],
         "asr_o_clean_model": control.get("asr_o_clean_model"),
@@ -367,7 +409,8 @@ def badsnn_outcome(config, data, device, run: RunDir) -> AttackOutcome:
     metrics = run_badsnn(config, run)
     model = load_model(run.path / "badsnn_deployed.safetensors", device)
     if data.info.kind == "events":
-        triggers = event_triggers(config.badsnn, config.seed, metrics["frame_scale"])
+        triggers = event_triggers(config.badsnn, config.seed, metrics["frame_scale"],
+                                  metrics["count_max"])
         trigger = triggers[EVENT_KEYS[config.badsnn.trigger]]
     else:
         generator, _ = load_generator(run.path / "trigger_o.safetensors", device)

@@ -122,13 +122,21 @@ class PowerTrigger:
 # --------------------------------------------------------------------------- noise (BadSNN T_s)
 
 
-def noise_trigger(x: Tensor, beta: float = 0.03, seed: int = 0) -> Tensor:
+def noise_trigger(x: Tensor, beta: float = 0.03, seed: int = 0, counts: bool = False) -> Tensor:
     """BadSNN T_s: ``clip(x + U(-beta, beta), 0, 1)``, i.i.d. per element, seeded.
 
-    Works on images [N, C, H, W] and frames [N, T, P, H, W] normalised to [0, 1]. The noise
-    is drawn on the CPU from ``seed``, so a given seed and shape give the same output anywhere.
+    Works on images [N, C, H, W] and frames [N, T, P, H, W] normalised to [0, 1]. With
+    ``counts`` the frames hold raw event counts (SpikingJelly's frames, which the N-MNIST-Net
+    code lineage feeds the model unscaled); Eq. 7's clip then caps every count at 1. The
+    noise is drawn on the CPU from ``seed``, so a given seed and shape give the same output
+    anywhere.
     """
-    _check_images_or_frames(x)
+    if counts:
+        from .events import check_frames  # events imports this module
+
+        check_frames(x)
+    else:
+        _check_images_or_frames(x)
     if beta < 0:
         raise ValueError(f"noise amplitude beta must be >= 0, got {beta}")
     noise = torch.rand(x.shape, generator=_seeded_generator(seed), dtype=torch.float64)
@@ -138,17 +146,21 @@ def noise_trigger(x: Tensor, beta: float = 0.03, seed: int = 0) -> Tensor:
 
 @dataclass(frozen=True)
 class NoiseTrigger:
-    """BadSNN neuromorphic trigger T_s: bounded uniform noise, reproducible from ``seed``."""
+    """BadSNN neuromorphic trigger T_s: bounded uniform noise, reproducible from ``seed``.
+
+    ``counts``: the input frames are raw event counts (see `noise_trigger`).
+    """
 
     beta: float = 0.03
     seed: int = 0
+    counts: bool = False
 
     def __post_init__(self) -> None:
         if self.beta < 0:
             raise ValueError(f"NoiseTrigger.beta must be >= 0, got {self.beta}")
 
     def __call__(self, x: Tensor) -> Tensor:
-        return noise_trigger(x, self.beta, self.seed)
+        return noise_trigger(x, self.beta, self.seed, self.counts)
 
 
 # --------------------------------------------------------------------------- BadNet
