@@ -69,14 +69,17 @@ class BadSNNExperiment:
     figures: bool = True
 
 
-def scale_frames(data: DatasetBundle) -> DatasetBundle:
-    """Event frames divided by the training split's largest count, so T_s acts on [0, 1]."""
-    scale = float(data.train.x.float().max()) or 1.0
+def prepare_frames(data: DatasetBundle, mode: str) -> DatasetBundle:
+    """Event frames as the model sees them: divided by the training split's largest count
+    ("unit", so T_s acts on [0, 1]) or raw counts ("counts"). Records `frame_scale` (what
+    the frames were divided by) and `count_max` in the info."""
+    count_max = float(data.train.x.float().max()) or 1.0
+    scale = count_max if mode == "unit" else 1.0
+    data.info.extra.update(frame_scale=scale, count_max=count_max)
+    if scale == 1.0:
+        return data
     split = lambda s: Split(s.floats() / scale, s.y)  # noqa: E731
-    info = data.info
-    info.extra["frame_scale"] = scale
-    info.extra["count_max"] = scale
-    return DatasetBundle(split(data.train), split(data.val), split(data.test), info)
+    return DatasetBundle(split(data.train), split(data.val), split(data.test), data.info)
 
 
 EVENT_KEYS = {"noise": "asr_s", "thinning": "asr_thin"}
@@ -184,11 +187,8 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     config.train.seed = seed
     data = dataset_from_config(config, device)
     events = data.info.kind == "events"
-    if events and cfg.frames == "unit":
-        data = scale_frames(data)
-    elif events:
-        data.info.extra.update(frame_scale=1.0, count_max=float(data.train.x.float().max()) or 1.0)
     if events:
+        data = prepare_frames(data, cfg.frames)
         cfg.trigger = "noise" if cfg.trigger == "optimised" else cfg.trigger
     elif cfg.trigger != "optimised":
         raise ValueError(f"badsnn.trigger {cfg.trigger!r} is for event frames; "
