@@ -175,7 +175,8 @@ PAPER_SCALE = ("sneaky_nmnist", "sneaky_cifar10dvs", "sneaky_dvsgesture", "flash
                "flashy_dvsgesture")
 
 
-@pytest.mark.parametrize("name", ("sneaky_ndigits", "flashy_ndigits", *PAPER_SCALE))
+@pytest.mark.parametrize("name", ("sneaky_ndigits", "sneaky_ndigits_dynamic", "flashy_ndigits",
+                                  *PAPER_SCALE))
 def test_presets_parse(name, tmp_path) -> None:
     if name in PAPER_SCALE:
         with pytest.raises(ConfigError, match="dataset.root"):
