@@ -187,19 +187,25 @@ def test_presets_parse(name, tmp_path) -> None:
     assert config.kind == "neuromorphic" and config.triggers
 
 
-def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
-        small_ndigits, ndigits_cache, tmp_path) -> None:
+def _run_tiny_badsnn(ndigits_cache, out, lr: float, **badsnn) -> dict:
+    """BadSNN on the 200-sample ndigits subset: 3 epochs, S_t = 1.6, P = 0.5."""
     config = {
         "kind": "badsnn", "name": "tiny_events", "device": "cpu",
         "dataset": {"name": "ndigits",
                     "options": {"T": 4, "limit": 200, "cache_dir": str(ndigits_cache)}},
         "model": {"name": "nmnist_net"},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 0.005, "progress": False},  # not silent
-        "badsnn": {"v_threshold_t": 1.6, "v_thresholds_a": [1.0], "trigger": "thinning",
-                   "poison_ratio": 0.5, "noise_beta_sweep": [0.0, 0.3]},
+        "train": {"epochs": 3, "batch_size": 32, "lr": lr, "progress": False},
+        "badsnn": {"v_threshold_t": 1.6, "poison_ratio": 0.5, **badsnn},
         "figures": False,
     }
-    metrics = run_experiment(parse_config(config), tmp_path).metrics
+    return run_experiment(parse_config(config), out).metrics
+
+
+def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
+        small_ndigits, ndigits_cache, tmp_path) -> None:
+    metrics = _run_tiny_badsnn(ndigits_cache, tmp_path, 0.005,  # lr 0.005: not silent
+                               v_thresholds_a=[1.0], trigger="thinning",
+                               noise_beta_sweep=[0.0, 0.3])
     assert set(metrics["selected"]) == {"v_threshold_a", "tau_a", "ca", "asr_s", "asr_thin"}
     assert metrics["selection"]["key"] == "val_asr_thin"
     assert metrics["asr_o_clean_model"] is None and 0.0 < metrics["frame_scale"]
@@ -215,17 +221,8 @@ def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
 
 def test_badsnn_on_count_frames_measures_t_s_on_counts_and_on_unit_frames(
         small_ndigits, ndigits_cache, tmp_path) -> None:
-    config = {
-        "kind": "badsnn", "name": "tiny_counts", "device": "cpu",
-        "dataset": {"name": "ndigits",
-                    "options": {"T": 4, "limit": 200, "cache_dir": str(ndigits_cache)}},
-        "model": {"name": "nmnist_net"},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 0.002, "progress": False},
-        "badsnn": {"v_threshold_t": 1.6, "v_thresholds_a": [1.0, 1.2], "trigger": "noise",
-                   "frames": "counts", "poison_ratio": 0.5, "noise_beta_sweep": [0.0]},
-        "figures": False,
-    }
-    metrics = run_experiment(parse_config(config), tmp_path).metrics
+    metrics = _run_tiny_badsnn(ndigits_cache, tmp_path, 0.002, v_thresholds_a=[1.0, 1.2],
+                               trigger="noise", frames="counts", noise_beta_sweep=[0.0])
     assert metrics["frames"] == "counts" and metrics["frame_scale"] == 1.0
     assert metrics["count_max"] > 1  # the model sees raw counts
     assert set(metrics["selected"]) == {"v_threshold_a", "tau_a", "ca", "asr_s", "asr_s_unit",
