@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from snnbackdoor.config import ConfigError
+from snnbackdoor.config import ConfigError, read_yaml
 from snnbackdoor.experiment import load_config, parse_config
 
 BASE = {"kind": "train", "name": "t", "dataset": {"name": "digits"},
@@ -35,3 +37,16 @@ def test_bad_configs_fail_before_training_with_one_line(overrides, message):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_parses(path, tmp_path):
+    """Each preset is valid as shipped (a paper-scale one once given its dataset.root)."""
+    data = read_yaml(path)
+    data.pop("sweep", None)  # sweep configs: the base config without its grid
+    if data["dataset"]["name"] not in ("digits", "ndigits"):  # the embedded ones need no root
+        data["dataset"]["root"] = str(tmp_path)
+    assert parse_config(data).kind == data["kind"]
