@@ -187,7 +187,7 @@ def test_presets_parse(name, tmp_path) -> None:
     assert config.kind == "neuromorphic" and config.triggers
 
 
-def _run_tiny_badsnn(ndigits_cache, out, lr: float, **badsnn) -> dict:
+def _run_tiny_badsnn(ndigits_cache, out, lr: float, figures: bool = False, **badsnn) -> dict:
     """BadSNN on the 200-sample ndigits subset: 3 epochs, S_t = 1.6, P = 0.5."""
     config = {
         "kind": "badsnn", "name": "tiny_events", "device": "cpu",
@@ -196,7 +196,8 @@ def _run_tiny_badsnn(ndigits_cache, out, lr: float, **badsnn) -> dict:
         "model": {"name": "nmnist_net"},
         "train": {"epochs": 3, "batch_size": 32, "lr": lr, "progress": False},
         "badsnn": {"v_threshold_t": 1.6, "poison_ratio": 0.5, **badsnn},
-        "figures": False,
+        "analyze": {"v_thresholds": [1.0, 1.5], "taus": [2.0]},
+        "figures": figures,
     }
     return run_experiment(parse_config(config), out).metrics
 
@@ -221,8 +222,9 @@ def test_badsnn_on_event_frames_writes_both_triggers_and_the_beta_sweep(
 
 def test_badsnn_on_count_frames_measures_t_s_on_counts_and_on_unit_frames(
         small_ndigits, ndigits_cache, tmp_path) -> None:
-    metrics = _run_tiny_badsnn(ndigits_cache, tmp_path, 0.002, v_thresholds_a=[1.0, 1.2],
-                               trigger="noise", frames="counts", noise_beta_sweep=[0.0])
+    metrics = _run_tiny_badsnn(ndigits_cache, tmp_path, 0.002, figures=True,
+                               v_thresholds_a=[1.0, 1.2], trigger="noise", frames="counts",
+                               noise_beta_sweep=[0.0])
     assert metrics["frames"] == "counts" and metrics["frame_scale"] == 1.0
     assert metrics["count_max"] > 1  # the model sees raw counts
     assert set(metrics["selected"]) == {"v_threshold_a", "tau_a", "ca", "asr_s", "asr_s_unit",
@@ -237,3 +239,10 @@ def test_badsnn_on_count_frames_measures_t_s_on_counts_and_on_unit_frames(
     assert stealth["s_unit"]["linf"] == pytest.approx(0.03, abs=1e-3)  # measured on [0, 1]
     assert stealth["s"]["l2"] > stealth["s_unit"]["l2"]
     assert "Control: the same triggers on the clean model" in (tmp_path / "report.md").read_text()
+    assert stealth["s"]["event_count_change"] < -0.5  # counts capped at 1: most events gone
+    assert metrics["ca"] == metrics["selected"]["ca"]
+    assert metrics["asr_s"] == metrics["selected"]["asr_s"]
+    table = (tmp_path / "table.csv").read_text().splitlines()
+    assert table[0] == "attack,trigger,ca,asr,ssim,mse"
+    assert [line.split(",")[1] for line in table[1:]] == ["none", "T_s", "T_s_unit", "T_thin"]
+    assert (tmp_path / "figures" / "frames.png").stat().st_size > 0

@@ -33,7 +33,7 @@ from ..experiment import (
     register_experiment,
     train_clean,
 )
-from ..metrics import attack_success_rate, perturbation_stats
+from ..metrics import attack_success_rate, event_count_change, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, predict, seed_everything, train
@@ -49,6 +49,7 @@ from ..triggers.optimised import (
     save_generator,
 )
 from ..util import resolve_device
+from .neuromorphic import plot_frames, table_csv, table_rows
 
 
 @dataclass
@@ -173,6 +174,25 @@ def fit_optimised(model, data: DatasetBundle, cfg: BadSNNConfig, unet: UNetConfi
         "unet_history": history,
     }
     return generator, info
+
+
+def badsnn_table_rows(metrics: dict) -> list[dict]:
+    """table.csv rows (attack, trigger, ca, asr, ssim, mse): the clean model, then each
+    trigger at the selected attack config."""
+    attacks = {key.replace("asr_", "T_"): {
+        "attack": "badsnn", "ca": metrics["ca"], "asr": metrics[key],
+        "ssim": metrics["perturbation"][key[4:]]["ssim"],
+        "mse": metrics["perturbation"][key[4:]]["mse"]}
+        for key in metrics["selected"] if key.startswith("asr_")}
+    return table_rows(metrics["clean_ca"], attacks)
+
+
+def frames_figure(path, split: Split, triggers: dict, target: int):
+    """Clean and triggered frames of the first non-target test sample, over time."""
+    sample = int(torch.nonzero(split.y.cpu() != target).flatten()[0])
+    clean = split.floats(torch.tensor([sample], device=split.y.device))
+    return plot_frames(clean[0], {key.replace("asr_", "T_"): trigger(clean)[0]
+                                  for key, trigger in triggers.items()}, path)
 
 
 def _spikes(model, x: torch.Tensor, config: NeuronConfig) -> float:
@@ -313,7 +333,8 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
 
         control = run.stage("control", clean_control_events)
 
-    # Stealth metrics on [0, 1] frames in both modes (SSIM and PSNR assume that range).
+    # Perturbation sizes on [0, 1] frames in both modes, so l2, linf and mse compare across
+    # them (SSIM and PSNR use each sample's own range anyway).
     unit = data.info.extra["count_max"] if events and cfg.frames == "counts" else 1.0
 
     def measure_spikes() -> dict:
@@ -325,6 +346,9 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
             triggered = apply_in_batches(trigger, x)
             out[f"{name}_attack"] = _spikes(backdoor, triggered, attack)
             out[f"{name}_perturbation"] = perturbation_stats(x / unit, triggered / unit)
+            if events:
+                out[f"{name}_perturbation"]["event_count_change"] = event_count_change(
+                    x, triggered)
         return out
 
     spikes = run.stage("spikes_and_perturbation", measure_spikes)
@@ -358,6 +382,9 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
                                        [] if events else config.analyze.powers),
             }
             paths = badsnn_figures(run.path / "figures", rows, sweeps, data, triggers, primary)
+            if events:
+                paths.append(frames_figure(run.path / "figures" / "frames.png", data.test,
+                                           triggers, cfg.target))
             return {"sweeps": sweeps, "paths": [str(p) for p in paths]}
 
         run.stage("figures", figures)
@@ -372,6 +399,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     metrics = {
         "clean_ca": clean_info["test_accuracy"],
         "base_ca": backdoor_info["base_ca"],
+        **public_row(selected),  # ca, asr_* at the selected attack config (also in "selected")
         "frame_scale": data.info.extra.get("frame_scale"),
         "count_max": data.info.extra.get("count_max"),
         "T": data.info.shape[0] if events else config.model.T,
@@ -398,6 +426,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     }
     from ..report import badsnn_report
 
+    run.write_text("table.csv", table_csv(badsnn_table_rows(metrics)))
     run.write_text("report.md", badsnn_report(config, metrics, rows))
     return metrics
 
