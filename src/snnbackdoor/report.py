@@ -102,17 +102,25 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
                   for r in metrics["asr_s_by_beta"]]
     lines += ["", "## Spikes per sample (test)", "", "| input / config | spikes |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in metrics["spikes_per_sample"].items()]
-    lines += ["", "## Trigger perturbation (test, mean per sample)", "",
-              "| trigger | L2 | Linf | SSIM | PSNR |", "|---|---|---|---|---|"]
+    events = any("event_count_change" in s for s in metrics["perturbation"].values())
+    lines += ["", "## Trigger perturbation (test, mean per sample"
+              + ("; frames scaled to [0, 1]" if events else "") + ")", "",
+              "| trigger | L2 | Linf | MSE | SSIM | PSNR |" + (" events |" if events else ""),
+              "|---|---|---|---|---|---|" + ("---|" if events else "")]
     for name, stats in metrics["perturbation"].items():
-        lines.append(f"| {name} | {stats['l2']:.3f} | {stats['linf']:.3f} | "
-                     f"{stats['ssim']:.3f} | {stats['psnr']:.2f} |")
+        change = (f" {100 * stats['event_count_change']:+.1f}% |"
+                  if "event_count_change" in stats else "")
+        lines.append(f"| {name} | {stats['l2']:.3f} | {stats['linf']:.3f} | {stats['mse']:.4f} | "
+                     f"{stats['ssim']:.3f} | {stats['psnr']:.2f} |{change}")
     seconds = metrics["seconds"]
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
     lines += ["", "## Figures", "", "![Fig. 2 clean](figures/fig2_clean.png)",
               "![Fig. 2 BadSNN](figures/fig2_badsnn.png)", "![Fig. 3](figures/fig3_grid.png)",
-              "![Fig. 5](figures/fig5_triggers.png)", ""]
+              "![Fig. 5](figures/fig5_triggers.png)"]
+    if events:
+        lines.append("![clean and triggered frames over time](figures/frames.png)")
+    lines.append("")
     return "\n".join(lines)
 
 
