@@ -18,6 +18,11 @@ def _pyplot():
     return plt
 
 
+def trigger_label(key: str) -> str:
+    """A metric key's trigger name: asr_s -> T_s (figures and table.csv)."""
+    return key.replace("asr_", "T_")
+
+
 def pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
@@ -171,7 +176,7 @@ def trigger_examples(x: torch.Tensor, triggers: dict, path: Path, count: int = 4
         for i, image in enumerate((_as_image(triggered), _as_image(diff))):
             for row in range(len(x)):
                 axes[row][1 + 2 * t + i].imshow(image[row], cmap="gray", vmin=0, vmax=1)
-            label = name.replace("asr_", "T_")
+            label = trigger_label(name)
             axes[0][1 + 2 * t + i].set_title(label if i == 0 else f"|{label} - x| (norm.)",
                                              fontsize=8)
     for ax in axes.flat:

@@ -35,6 +35,7 @@ from ..experiment import (
 )
 from ..metrics import attack_success_rate, event_count_change, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
+from ..report import badsnn_figures, badsnn_report, trigger_label
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, predict, seed_everything, train
 from ..triggers.events import ThinningTrigger
@@ -179,11 +180,13 @@ def fit_optimised(model, data: DatasetBundle, cfg: BadSNNConfig, unet: UNetConfi
 def badsnn_table_rows(metrics: dict) -> list[dict]:
     """table.csv rows (attack, trigger, ca, asr, ssim, mse): the clean model, then each
     trigger at the selected attack config."""
-    attacks = {key.replace("asr_", "T_"): {
-        "attack": "badsnn", "ca": metrics["ca"], "asr": metrics[key],
-        "ssim": metrics["perturbation"][key[4:]]["ssim"],
-        "mse": metrics["perturbation"][key[4:]]["mse"]}
-        for key in metrics["selected"] if key.startswith("asr_")}
+    attacks = {}
+    for key in metrics["selected"]:
+        if key.startswith("asr_"):
+            stealth = metrics["perturbation"][key.removeprefix("asr_")]
+            attacks[trigger_label(key)] = {"attack": "badsnn", "ca": metrics["ca"],
+                                           "asr": metrics[key], "ssim": stealth["ssim"],
+                                           "mse": stealth["mse"]}
     return table_rows(metrics["clean_ca"], attacks)
 
 
@@ -191,7 +194,7 @@ def frames_figure(path, split: Split, triggers: dict, target: int):
     """Clean and triggered frames of the first non-target test sample, over time."""
     sample = int(torch.nonzero(split.y.cpu() != target).flatten()[0])
     clean = split.floats(torch.tensor([sample], device=split.y.device))
-    return plot_frames(clean[0], {key.replace("asr_", "T_"): trigger(clean)[0]
+    return plot_frames(clean[0], {trigger_label(key): trigger(clean)[0]
                                   for key, trigger in triggers.items()}, path)
 
 
@@ -207,6 +210,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     config.train.seed = seed
     data = dataset_from_config(config, device)
     events = data.info.kind == "events"
+    counts = events and cfg.frames == "counts"
     if events:
         data = prepare_frames(data, cfg.frames)
         cfg.trigger = "noise" if cfg.trigger == "optimised" else cfg.trigger
@@ -335,7 +339,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
 
     # Perturbation sizes on [0, 1] frames in both modes, so l2, linf and mse compare across
     # them (SSIM and PSNR use each sample's own range anyway).
-    unit = data.info.extra["count_max"] if events and cfg.frames == "counts" else 1.0
+    unit = data.info.extra["count_max"] if counts else 1.0
 
     def measure_spikes() -> dict:
         x = data.test.floats()
@@ -360,7 +364,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
             x = data.test.floats()
             rows = []
             for beta in cfg.noise_beta_sweep:
-                trigger = NoiseTrigger(beta, seed, counts=cfg.frames == "counts")
+                trigger = NoiseTrigger(beta, seed, counts=counts)
                 rows.append({"beta": beta,
                              "asr_s": _asr(backdoor, data.test, trigger, cfg.target, attack),
                              "spikes_attack": _spikes(backdoor, apply_in_batches(trigger, x),
@@ -370,8 +374,6 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         noise_sweep = run.stage("noise_beta_sweep", sweep_noise)["rows"]
 
     if config.figures:
-        from ..report import badsnn_figures
-
         def figures() -> dict:
             sweeps = {
                 "clean": neuron_sweep(clean, data.test, config.analyze.v_thresholds,
@@ -396,15 +398,16 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
                {"attack_config": attack.as_dict(), "nominal_config": nominal.as_dict()})
     seconds = run.stage_seconds()
     seconds["total"] = round(sum(seconds.values()), 3)
+    chosen = public_row(selected)
     metrics = {
         "clean_ca": clean_info["test_accuracy"],
         "base_ca": backdoor_info["base_ca"],
-        **public_row(selected),  # ca, asr_* at the selected attack config (also in "selected")
+        **chosen,  # ca, asr_* at the selected attack config (also under "selected")
         "frame_scale": data.info.extra.get("frame_scale"),
         "count_max": data.info.extra.get("count_max"),
         "T": data.info.shape[0] if events else config.model.T,
         "frames": cfg.frames if events else None,
-        "selected": public_row(selected),
+        "selected": chosen,
         "grid": [public_row(r) for r in rows],
         "asr_o_clean_model": control.get("asr_o_clean_model"),
         "seconds": seconds,
@@ -424,8 +427,6 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "trigger_o": {k: v for k, v in optimise_info.items() if k != "unet_history"},
         "control": control,
     }
-    from ..report import badsnn_report
-
     run.write_text("table.csv", table_csv(badsnn_table_rows(metrics)))
     run.write_text("report.md", badsnn_report(config, metrics, rows))
     return metrics
