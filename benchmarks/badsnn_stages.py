@@ -31,7 +31,7 @@ import torch
 
 from snnbackdoor.checkpoint import load_model
 from snnbackdoor.data import load_dataset
-from snnbackdoor.experiment import parse_config, run_experiment
+from snnbackdoor.experiments.base import parse_config, run_experiment
 from snnbackdoor.triggers.deepfool import deepfool
 
 

@@ -32,7 +32,7 @@ import torch
 from plain_loop import plain_epoch, plain_evaluate, plain_model, plain_optimizer, tensor_loader
 
 from snnbackdoor.data import load_dataset
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
 from snnbackdoor.training import TrainConfig, evaluate, train
 

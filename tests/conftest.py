@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from snnbackdoor.data import load_dataset
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
 from snnbackdoor.training import TrainConfig, seed_everything, train
 

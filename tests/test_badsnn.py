@@ -9,7 +9,7 @@ from snnbackdoor.attacks.badsnn import (
     dual_spike_loss,
     select_attack_row,
 )
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
 from snnbackdoor.neurons import NeuronConfig
 from snnbackdoor.training import TrainConfig, predict, seed_everything, train

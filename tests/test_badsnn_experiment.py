@@ -2,7 +2,7 @@
 
 import json
 
-from snnbackdoor.experiment import parse_config, run_experiment
+from snnbackdoor.experiments.base import parse_config, run_experiment
 
 TINY = {
     "kind": "badsnn",

@@ -17,7 +17,7 @@ from snnbackdoor.attacks.baselines import (
     wanet_cross_loss,
 )
 from snnbackdoor.data import load_dataset
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
 from snnbackdoor.training import TrainConfig, evaluate, train
 from snnbackdoor.triggers.image import BadNetTrigger, WaNetTrigger

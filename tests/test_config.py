@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from snnbackdoor.config import ConfigError, read_yaml
-from snnbackdoor.experiment import load_config, parse_config
+from snnbackdoor.experiments.base import load_config, parse_config
 
 BASE = {"kind": "train", "name": "t", "dataset": {"name": "digits"},
         "model": {"name": "digits_net"}}

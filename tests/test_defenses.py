@@ -32,7 +32,7 @@ from snnbackdoor.defenses.discovery import FeatureRecorder, last_conv_unit
 from snnbackdoor.defenses.nad import attention_loss
 from snnbackdoor.defenses.scoring import auroc
 from snnbackdoor.defenses.tsbd import TSBDOptions, neuron_scores, zero_reinit
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import SpikingClassifier, build_model
 from snnbackdoor.models.bodies import BasicBlock
 from snnbackdoor.models.kit import LayerKit

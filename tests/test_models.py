@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from snnbackdoor.models import MODELS, SpikingClassifier, build_model
-from snnbackdoor.models.registry import NATIVE_SHAPES
+from snnbackdoor import registry
+from snnbackdoor.models import SpikingClassifier, build_model
 
 
 def resnet19_parameters(classes: int) -> int:
@@ -48,13 +48,13 @@ def test_parameter_count_matches_reference(name, classes):
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in twin.named_parameters()]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 @pytest.mark.parametrize("neuron", ["lif", "plif", "if"])
 def test_forward_backward_at_native_size(name, neuron):
     big = name.startswith("spiking_")
     if big and neuron != "lif":
         pytest.skip("large bodies checked with LIF only to keep the suite fast")
-    channels, size, _ = NATIVE_SHAPES[name]
+    channels, size, _ = registry.get("model", name).meta["native_shape"]
     model = build_model(name, neuron=neuron, T=2 if big else 4, num_classes=7)
     assert isinstance(model, SpikingClassifier)
     x = torch.rand(2, channels, size, size)

@@ -19,7 +19,7 @@ from snnbackdoor.attacks.neuromorphic import (
 from snnbackdoor.attacks.poisoning import choose_poison_index, poison_split
 from snnbackdoor.config import ConfigError
 from snnbackdoor.data.ndigits import load_ndigits
-from snnbackdoor.experiment import (
+from snnbackdoor.experiments.base import (
     ModelConfig,
     load_config,
     model_spec,

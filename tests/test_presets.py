@@ -19,7 +19,7 @@ from snnbackdoor.cli import main
 from snnbackdoor.config import ConfigError
 from snnbackdoor.data import load_dataset
 from snnbackdoor.data.registry import channel_mean_std
-from snnbackdoor.experiment import load_config, model_spec, run_experiment
+from snnbackdoor.experiments.base import load_config, model_spec, run_experiment
 from snnbackdoor.models import build_model
 from snnbackdoor.training import TrainConfig, train
 

@@ -13,7 +13,7 @@ from spikingjelly.activation_based.ann2snn.modules import VoltageScaler
 from snnbackdoor.checkpoint import CheckpointError
 from snnbackdoor.config import ConfigError
 from snnbackdoor.data.bundle import DatasetBundle, DatasetInfo, Split
-from snnbackdoor.experiment import ModelConfig, model_spec, parse_config, run_experiment
+from snnbackdoor.experiments.base import ModelConfig, model_spec, parse_config, run_experiment
 from snnbackdoor.models import build_model
 from snnbackdoor.rules import (
     ConvertedSNN,
@@ -297,7 +297,7 @@ def test_lr_b_trains_if_and_lif(digits):
 def test_paper_scale_configs_parse(name, tmp_path):
     from pathlib import Path
 
-    from snnbackdoor.experiment import load_config
+    from snnbackdoor.experiments.base import load_config
 
     path = Path(__file__).resolve().parent.parent / "configs" / f"rules_{name}.yaml"
     with pytest.raises(ConfigError, match="dataset.root"):

@@ -11,7 +11,7 @@ import torch
 import snnbackdoor.defenses as defenses
 from snnbackdoor.config import ConfigError
 from snnbackdoor.data import load_dataset
-from snnbackdoor.experiment import load_config, parse_config, run_experiment
+from snnbackdoor.experiments.base import load_config, parse_config, run_experiment
 from snnbackdoor.experiments.table2 import AttackSection, badsnn_config, defender_index
 
 

@@ -1,7 +1,7 @@
 import torch
 
 from snnbackdoor.analysis import neuron_sweep
-from snnbackdoor.experiment import ModelConfig, model_spec
+from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
 from snnbackdoor.neurons import NeuronConfig
 from snnbackdoor.training import TrainConfig, evaluate, train

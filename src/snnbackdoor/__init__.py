@@ -2,7 +2,7 @@
 
 from .checkpoint import load_model, save_model
 from .data import DatasetBundle, load_dataset
-from .experiment import RunResult, run_experiment
+from .experiments.base import RunResult, run_experiment
 from .models import SpikingClassifier, build_model
 from .neurons import NeuronConfig, count_spikes, neuron_params, set_neuron_params
 from .training import TrainConfig, evaluate, predict, train

@@ -55,7 +55,7 @@ def _out_option(help_text: str):
 @set_option
 def train(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
     """Train a clean model from CONFIG (kind: train) and write its run directory."""
-    from .experiment import load_config, run_experiment
+    from .experiments.base import load_config, run_experiment
 
     cfg = load_config(config, overrides)
     if cfg.kind != "train":
@@ -71,7 +71,7 @@ def train(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
 @set_option
 def run(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
     """Run any experiment config (its `kind` says which) and write its run directory."""
-    from .experiment import load_config, run_experiment
+    from .experiments.base import load_config, run_experiment
 
     result = run_experiment(load_config(config, overrides), out)
     summary = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
@@ -111,7 +111,7 @@ def analyze(run_dir: str, model_name: str, overrides: tuple[str, ...]) -> None:
 def demo(out: str | None, seed: int, overrides: tuple[str, ...]) -> None:
     """BadSNN end to end on the embedded digits: clean and backdoored SNNs, T_p and T_o,
     attack-config search, control on the clean model; writes metrics.json and report.md."""
-    from .experiment import parse_config, run_experiment
+    from .experiments.base import parse_config, run_experiment
     from .report import table1
 
     config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed}, overrides)
@@ -170,9 +170,10 @@ def _fmt(value) -> str:
 @click.option("--root", type=click.Path(), default=None, help="Folder to look for files in.")
 def datasets(root: str | None) -> None:
     """List datasets, whether their files were found under --root, and the layouts."""
-    from .data.registry import DATASETS
+    from .registry import components
 
-    for name, entry in DATASETS.items():
+    entries = {c.name: c.meta["entry"] for c in components("dataset")}
+    for name, entry in entries.items():
         if not entry.needs_root:
             status = "embedded"
         elif root and entry.find is not None:
@@ -180,11 +181,33 @@ def datasets(root: str | None) -> None:
         else:
             status = "needs --set dataset.root=PATH"
         click.echo(f"{name:12s} {status:28s} {entry.description}")
-    with_layout = [(n, e) for n, e in DATASETS.items() if e.layout]
+    with_layout = [(n, e) for n, e in entries.items() if e.layout]
     if with_layout:
         click.echo("\nExpected layouts (pass the top folder as dataset.root):")
         for name, entry in with_layout:
             click.echo(f"\n[{name}]\n{entry.layout}")
+
+
+@main.command(name="list")
+@click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object keyed by kind.")
+def list_components(kind: str | None, as_json: bool) -> None:
+    """Every registered component (model, dataset, trigger, attack, defense, detector,
+    experiment), with its one-line description and options; KIND narrows it to one kind."""
+    from .registry import describe
+
+    table = describe(kind)
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    for section, items in table.items():
+        click.echo(f"[{section}]")
+        for name, item in items.items():
+            click.echo(f"  {name:18s} {item['description']}")
+            if item["options"]:
+                shown = ", ".join(f"{k}={v!r}" for k, v in item["options"].items())
+                click.echo(f"  {'':18s} options: {shown}")
+        click.echo("")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from .analysis import neuron_sweep, plot_sweep, sweep_table
-from .checkpoint import CheckpointError, atomic_write_json, load_model
+from .checkpoint import CheckpointError, load_model
 from .config import read_yaml
-from .experiment import dataset_from_config, parse_config
+from .experiments.base import dataset_from_config, parse_config
+from .io import atomic_write_json
 from .neurons import count_spikes
 from .training import evaluate
 from .util import resolve_device

@@ -7,7 +7,6 @@ read back instead of recomputed, so a crash or Ctrl-C loses only the stage in pr
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +14,8 @@ from pathlib import Path
 import torch.nn as nn
 import yaml
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, save_model
-
-
-def json_safe(obj):
-    """Replace NaN/inf by None so metrics.json stays valid JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
+from .checkpoint import load_model, save_model
+from .io import atomic_write_json, atomic_write_text, json_safe, read_json
 
 
 def _changed_keys(before, after, prefix: str = "", extend_only: bool = False) -> list[str]:
@@ -55,12 +44,10 @@ class RunDir:
 
     @staticmethod
     def _read_json(path: Path) -> dict:
+        """A run file read back and checked; a broken one is reported, never reset."""
         if not path.exists():
             return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return {}  # cannot happen with atomic writes; start the stages over if it does
+        return read_json(path, dict, "run file")
 
     def write_config(self, config: dict, extendable: tuple[str, ...] = ()) -> None:
         """Record the run's config; refuse one that differs from the config its finished
@@ -81,7 +68,7 @@ class RunDir:
                     f"{self.path} holds finished stages of a run with a different config "
                     f"(changed: {shown}); pass another --out, or delete the folder to start over"
                 )
-        atomic_write_bytes(path, yaml.safe_dump(config, sort_keys=False).encode())
+        atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
     def log(self, **event) -> None:
         event = {"time": round(time.time(), 3), **event}
@@ -132,6 +119,4 @@ class RunDir:
         atomic_write_json(self.metrics_path, self.metrics)
 
     def write_text(self, name: str, text: str) -> Path:
-        path = self.path / name
-        atomic_write_bytes(path, text.encode())
-        return path
+        return atomic_write_text(self.path / name, text)

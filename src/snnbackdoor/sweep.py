@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoint import atomic_write_bytes
 from .config import ConfigError, apply_overrides, read_yaml, set_key
-from .experiment import parse_config, run_experiment
+from .experiments.base import parse_config, run_experiment
+from .io import atomic_write_bytes
 
 
 def parse_grid(items: tuple[str, ...] | list[str]) -> dict[str, list]:

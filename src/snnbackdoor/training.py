@@ -40,7 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "cosine"  # cosine | constant
-    seed: int = 0
+    seed: int | None = None  # None: the experiment's seed (0 when called directly)
     progress: bool = True
     augment: bool = False  # the dataset's augmentation (crop, flip where allowed); see train()
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and CUDA (cuDNN)
@@ -183,7 +183,7 @@ def train(
     torch.compile (full batches only, so the graph keeps one shape).
     """
     device = model_device(model)
-    generator = seed_everything(config.seed)
+    generator = seed_everything(0 if config.seed is None else config.seed)
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     drop_last = config.compile and len(train_split) >= config.batch_size
     if drop_last:

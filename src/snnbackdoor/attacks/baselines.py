@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, DatasetInfo
-from ..models.registry import ModelSpec, build_model, unknown_name_message
+from ..models.registry import ModelSpec, build_model
+from ..registry import unknown_name_message
 from ..training import (
     LossFn,
     TrainConfig,

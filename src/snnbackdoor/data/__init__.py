@@ -2,6 +2,6 @@
 
 from . import event_registry  # noqa: F401  (registers the event datasets)
 from .bundle import DatasetBundle, DatasetInfo, Split, stratified_split
-from .registry import DATASETS, load_dataset
+from .registry import load_dataset
 
-__all__ = ["DATASETS", "DatasetBundle", "DatasetInfo", "Split", "load_dataset", "stratified_split"]
+__all__ = ["DatasetBundle", "DatasetInfo", "Split", "load_dataset", "stratified_split"]

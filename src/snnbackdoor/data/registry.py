@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from ..models.registry import unknown_name_message
+from ..registry import get, register
 from . import readers
 from .bundle import DatasetBundle, DatasetInfo, Split, stratified_split
 from .digits import load_digits_bundle
@@ -32,11 +32,9 @@ class DatasetEntry:
     options: tuple[str, ...] = ()  # keyword options the loader accepts besides root
 
 
-DATASETS: dict[str, DatasetEntry] = {}
-
-
 def register_dataset(name: str, entry: DatasetEntry) -> None:
-    DATASETS[name] = entry
+    """Register a dataset: its loader and what `snnbackdoor datasets` shows about it."""
+    register("dataset", name, description=entry.description, entry=entry)(entry.loader)
 
 
 register_dataset(
@@ -153,9 +151,7 @@ for _name, (_loader, _options, _description) in _IMAGE_DATASETS.items():
 
 
 def get_entry(name: str) -> DatasetEntry:
-    if name not in DATASETS:
-        raise KeyError(unknown_name_message("dataset", name, DATASETS))
-    return DATASETS[name]
+    return get("dataset", name).meta["entry"]
 
 
 def check_root(name: str, root: str | None) -> None:

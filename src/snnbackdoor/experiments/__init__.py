@@ -1,5 +1,4 @@
-"""Experiment kinds beyond `train`: module `snnbackdoor.experiments.<kind>` registers `<kind>`.
+"""Experiment kinds: each module registers one `kind` (config class + runner) and only
+orchestrates stages into a run directory; rendering lives in `snnbackdoor.report`."""
 
-`experiment.parse_config` imports the module of a config's `kind` on demand, so each kind
-lives in its own file and adding one never edits a shared list.
-"""
+from . import badsnn, neuromorphic, rules, table2, train  # noqa: F401  (register the kinds)

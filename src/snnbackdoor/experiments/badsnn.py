@@ -24,15 +24,6 @@ from ..attacks.base import AttackOutcome
 from ..attacks.poisoning import apply_in_batches, triggered_non_target
 from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, Split
-from ..experiment import (
-    AnalyzeConfig,
-    DatasetConfig,
-    ModelConfig,
-    dataset_from_config,
-    new_model,
-    register_experiment,
-    train_clean,
-)
 from ..metrics import attack_success_rate, event_count_change, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
 from ..report import badsnn_figures, badsnn_report, trigger_label
@@ -50,11 +41,21 @@ from ..triggers.optimised import (
     save_generator,
 )
 from ..util import resolve_device
+from .base import (
+    AnalyzeConfig,
+    DatasetConfig,
+    ExperimentConfig,
+    ModelConfig,
+    dataset_from_config,
+    new_model,
+    register_experiment,
+    train_clean,
+)
 from .neuromorphic import plot_frames, table_csv, table_rows
 
 
 @dataclass
-class BadSNNExperiment:
+class BadSNNExperiment(ExperimentConfig):
     """Defaults are the digits demo: digits_net, T=4, S_n = (1.0, tau 2.0)."""
 
     kind: str = "badsnn"
@@ -207,7 +208,6 @@ def _spikes(model, x: torch.Tensor, config: NeuronConfig) -> float:
 def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     device = resolve_device(config.device)
     cfg, seed = config.badsnn, config.seed
-    config.train.seed = seed
     data = dataset_from_config(config, device)
     events = data.info.kind == "events"
     counts = events and cfg.frames == "counts"

@@ -30,18 +30,19 @@ from ..attacks.neuromorphic import (
     stealth_metrics,
 )
 from ..data.bundle import DatasetBundle
-from ..experiment import (
+from ..rundir import RunDir
+from ..training import TrainConfig, evaluate, seed_everything
+from ..triggers.dynamic import DynamicConfig, DynamicTrigger
+from ..util import resolve_device
+from .base import (
     DatasetConfig,
+    ExperimentConfig,
     ModelConfig,
     dataset_from_config,
     new_model,
     register_experiment,
     train_clean,
 )
-from ..rundir import RunDir
-from ..training import TrainConfig, evaluate, seed_everything
-from ..triggers.dynamic import DynamicConfig, DynamicTrigger
-from ..util import resolve_device
 
 TABLE_COLUMNS = ("attack", "trigger", "ca", "asr", "ssim", "mse")
 FAMILIES = {"static": "sneaky_spikes", "moving": "sneaky_spikes", "smart": "sneaky_spikes",
@@ -83,7 +84,7 @@ class AttackSettings:
 
 
 @dataclass
-class NeuromorphicExperiment:
+class NeuromorphicExperiment(ExperimentConfig):
     """`kind: neuromorphic`: a clean model and one poisoned model per trigger."""
 
     kind: str = "neuromorphic"
@@ -101,6 +102,7 @@ class NeuromorphicExperiment:
     figure_bins: int = 4  # time bins shown per sample in figures/frames.png
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.triggers:
             raise ValueError("triggers must list at least one trigger")
         labels = [t.label for t in self.triggers]
@@ -283,7 +285,6 @@ def plot_frames(clean: torch.Tensor, triggered: dict[str, torch.Tensor], path: P
 @register_experiment("neuromorphic", NeuromorphicExperiment)
 def run_neuromorphic(config: NeuromorphicExperiment, run: RunDir) -> dict:
     device = resolve_device(config.device)
-    config.train.seed = config.seed
     data = dataset_from_config(config, device)
     if data.info.kind != "events":
         raise ValueError(f"kind: neuromorphic needs an event dataset (ndigits, nmnist, "

@@ -24,13 +24,6 @@ from ..attacks.base import measure
 from ..attacks.poisoning import triggered_non_target
 from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, Split
-from ..experiment import (
-    DatasetConfig,
-    ModelConfig,
-    dataset_from_config,
-    model_spec,
-    register_experiment,
-)
 from ..metrics import accuracy
 from ..models.kit import NEURONS, SURROGATES
 from ..rules.attack import EVENT_TRIGGERS, IMAGE_TRIGGERS, make_trigger, poison_training
@@ -52,6 +45,14 @@ from ..rules.hybrid import hybrid_finetune, make_trainable
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, logits_of
 from ..util import resolve_device
+from .base import (
+    DatasetConfig,
+    ExperimentConfig,
+    ModelConfig,
+    dataset_from_config,
+    model_spec,
+    register_experiment,
+)
 
 TABLE_COLUMNS = ("rule", "neuron", "T", "ca", "asr", "migration_rate", "seconds")
 
@@ -203,7 +204,7 @@ class EliminationSection:
 
 
 @dataclass
-class RulesExperiment:
+class RulesExperiment(ExperimentConfig):
     """`kind: rules`: poison once, obtain the SNN by LR_B, LR_C and LR_H, compare."""
 
     kind: str = "rules"
@@ -648,7 +649,6 @@ def summarise(ann_info: dict, lr_c_info: dict) -> dict:
 @register_experiment("rules", RulesExperiment)
 def run_rules(config: RulesExperiment, run: RunDir) -> dict:
     device = resolve_device(config.device)
-    config.train.seed = config.seed
     data = dataset_from_config(config, device)
     trigger = make_trigger(config.attack.trigger, config.attack.options, data, config.seed)
     target = config.attack.target

@@ -47,18 +47,19 @@ from ..attacks.baselines import (
 from ..attacks.poisoning import apply_in_batches
 from ..config import ConfigError, parse_dataclass, to_dict
 from ..data.bundle import DatasetBundle, Split
-from ..experiment import (
+from ..registry import unknown_name_message
+from ..rundir import RunDir
+from ..training import TrainConfig
+from ..util import resolve_device
+from .base import (
     DatasetConfig,
+    ExperimentConfig,
     ModelConfig,
     dataset_from_config,
     model_spec,
     register_experiment,
     train_clean,
 )
-from ..models.registry import unknown_name_message
-from ..rundir import RunDir
-from ..training import TrainConfig
-from ..util import resolve_device
 
 NO_DEFENSE = "none"
 DEFAULT_ATTACKS = ["badnet", "blend", "wanet", "clean_label", "badsnn"]
@@ -154,7 +155,7 @@ def badsnn_config(section: AttackSection, seed: int):
     """The `kind: badsnn` config the matrix runs: the matrix's dataset, model, train recipe,
     seed and target, overlaid with `attack_options.badsnn` (keys of a badsnn config, e.g.
     `{badsnn: {poison_ratio: 0.3}, control: false}`)."""
-    from ..experiment import parse_config
+    from .base import parse_config
 
     raw = {
         "kind": "badsnn",
@@ -200,7 +201,7 @@ An attack stores its trained model in `run` (as a model stage) so a resumed run 
 
 
 @dataclass
-class Table2Experiment:
+class Table2Experiment(ExperimentConfig):
     """Attack x defense matrix. Options dicts map an attack/defense/detector name to the
     keyword options of that method (defenses check their own keys when they run). An
     attack's options may hold `train: {...}`, keys of the training recipe to change for
@@ -229,6 +230,7 @@ class Table2Experiment:
     detector_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.attacks:
             raise ValueError("attacks must name at least one attack")
         for kind, names in (("attacks", self.attacks), ("defenses", self.defenses),
@@ -584,7 +586,6 @@ def _badsnn_summary(run: RunDir) -> dict | None:
 @register_experiment("table2", Table2Experiment)
 def run_table2(config: Table2Experiment, run: RunDir) -> dict:
     device = resolve_device(config.device)
-    config.train.seed = config.seed
     repairs, detector_fns = defense_registries(config.defenses, config.detectors)
     _check_defense_names(config.defenses, config.detectors, repairs, detector_fns)
     defenses = [NO_DEFENSE] + [d for d in config.defenses if d != NO_DEFENSE]

@@ -1,13 +1,13 @@
 """Model registry, the SpikingClassifier wrapper and the ANN twins."""
 
+from . import bodies  # noqa: F401  (registers the built-in bodies)
 from .classifier import ANNClassifier, SpikingClassifier
 from .kit import LayerKit
-from .registry import MODELS, ModelSpec, build_model, register_model
+from .registry import ModelSpec, build_model, register_model
 
 __all__ = [
     "ANNClassifier",
     "LayerKit",
-    "MODELS",
     "ModelSpec",
     "SpikingClassifier",
     "build_model",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..registry import register
 from .kit import LayerKit
 
 
@@ -16,6 +17,7 @@ def conv_bn_act(kit: LayerKit, cin: int, cout: int, bias: bool = False) -> list[
     return [kit.conv(cin, cout, 3, bias=bias), kit.bn(cout), kit.act()]
 
 
+@register("model", "digits_net", native_shape=(1, 16, 16))
 def digits_net(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 16):
     """Small conv SNN for the embedded 16x16 digits: 2 x (conv-BN-spike-avgpool), FC-spike-FC."""
     side = image_size // 4
@@ -31,6 +33,7 @@ def digits_net(kit: LayerKit, in_channels: int, num_classes: int, image_size: in
     )
 
 
+@register("model", "nmnist_net", native_shape=(2, 34, 34))
 def nmnist_net(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 34):
     """N-MNIST net: 2 x (conv-BN-spike-avgpool) on 2x34x34 frames, FC-spike-FC head."""
     side = image_size // 4
@@ -67,6 +70,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
+@register("model", "spiking_resnet19", native_shape=(3, 32, 32))
 def spiking_resnet19(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 32):
     """ResNet-19 of Zheng et al. (AAAI 2021, tdBN): conv128, 3x128, 3x256, 2x512 blocks,
     global average pool, FC 256, FC classes."""
@@ -111,11 +115,13 @@ def _vgg(kit: LayerKit, cfg: list, in_channels: int, num_classes: int,
     return nn.Sequential(*layers)
 
 
+@register("model", "spiking_vgg16", native_shape=(3, 32, 32))
 def spiking_vgg16(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 32):
     """VGG-16 (13 conv layers, one classifier layer), native 32x32."""
     return _vgg(kit, VGG_CONFIGS["vgg16"], in_channels, num_classes, image_size)
 
 
+@register("model", "spiking_vgg11", native_shape=(3, 32, 32))
 def spiking_vgg11(kit: LayerKit, in_channels: int, num_classes: int, image_size: int = 32):
     """VGG-11 (8 conv layers, one classifier layer), native 32x32."""
     return _vgg(kit, VGG_CONFIGS["vgg11"], in_channels, num_classes, image_size)

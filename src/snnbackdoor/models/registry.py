@@ -6,37 +6,22 @@ checkpoint stores instead of pickled code.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch.nn as nn
 
-from . import bodies
+from ..registry import get, register
 from .classifier import ANNClassifier, SpikingClassifier
 from .kit import LayerKit
 
 BodyBuilder = Callable[..., nn.Module]
-MODELS: dict[str, BodyBuilder] = {}
-NATIVE_SHAPES: dict[str, tuple[int, int, int]] = {}
 
 
 def register_model(name: str, native_shape: tuple[int, int, int]):
-    """Register a body builder `(kit, in_channels, num_classes, image_size) -> nn.Module`."""
-
-    def decorate(builder: BodyBuilder) -> BodyBuilder:
-        MODELS[name] = builder
-        NATIVE_SHAPES[name] = native_shape
-        return builder
-
-    return decorate
-
-
-register_model("digits_net", (1, 16, 16))(bodies.digits_net)
-register_model("nmnist_net", (2, 34, 34))(bodies.nmnist_net)
-register_model("spiking_resnet19", (3, 32, 32))(bodies.spiking_resnet19)
-register_model("spiking_vgg16", (3, 32, 32))(bodies.spiking_vgg16)
-register_model("spiking_vgg11", (3, 32, 32))(bodies.spiking_vgg11)
+    """Register a body builder `(kit, in_channels, num_classes, image_size) -> nn.Module`
+    whose native input is `native_shape` (channels, height, width)."""
+    return register("model", name, native_shape=tuple(native_shape))
 
 
 @dataclass
@@ -63,22 +48,14 @@ class ModelSpec:
         return asdict(self)
 
 
-def unknown_name_message(kind: str, name: str, known) -> str:
-    """One line: what was unknown, the closest match, the valid names."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}."
-
-
 def build_model(spec: ModelSpec | str, **overrides) -> nn.Module:
     """Build a SpikingClassifier (or, with ann=True, its ReLU twin) from a spec or a name."""
     if isinstance(spec, str):
         spec = ModelSpec(name=spec, **overrides)
     elif overrides:
         spec = ModelSpec(**{**spec.as_dict(), **overrides})
-    if spec.name not in MODELS:
-        raise KeyError(unknown_name_message("model", spec.name, MODELS))
-    channels, size, _ = NATIVE_SHAPES[spec.name]
+    entry = get("model", spec.name)
+    channels, size, _ = entry.meta["native_shape"]
     spec.in_channels = spec.in_channels or channels
     spec.image_size = spec.image_size or size
     kit = LayerKit(
@@ -89,7 +66,7 @@ def build_model(spec: ModelSpec | str, **overrides) -> nn.Module:
         surrogate=spec.surrogate,
         detach_reset=spec.detach_reset,
     )
-    body = MODELS[spec.name](kit, spec.in_channels, spec.num_classes, spec.image_size)
+    body = entry.obj(kit, spec.in_channels, spec.num_classes, spec.image_size)
     if spec.ann:
         model = ANNClassifier(body, spec.mean, spec.std, spec.encoding)
     else:

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from ..attacks.poisoning import apply_in_batches
 from ..backend import set_neuron_backend
-from ..checkpoint import CheckpointError, atomic_write_json, sidecar_path
+from ..checkpoint import CheckpointError
 from ..data.bundle import Split
+from ..io import atomic_write_json, sidecar_path
 from ..metrics import accuracy, attack_success_rate, robust_accuracy
 from ..models.classifier import ANNClassifier, SpikingClassifier
 from ..models.registry import ModelSpec, build_model

@@ -25,7 +25,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor
 from torch.func import functional_call
 
-from ..checkpoint import atomic_write_json
+from ..io import atomic_write_json
 
 
 @dataclass(frozen=True)

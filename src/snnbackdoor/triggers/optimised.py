@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..io import FileFormatError, load_tensors, save_tensors
 from ..neurons import NeuronConfig, use_config
 from ..training import channels_last_layout
 from .deepfool import deepfool
@@ -258,42 +259,16 @@ GENERATOR_FORMAT = "snnbackdoor-generator/1"
 
 def save_generator(generator: ConditionalUNet, path, extra: dict | None = None) -> None:
     """Weights as safetensors, hyperparameters in a JSON sidecar (no pickle)."""
-    import tempfile
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from ..checkpoint import atomic_write_json
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        tmp = Path(handle.name)
-    try:
-        save_file(state, str(tmp), metadata={"format": GENERATOR_FORMAT})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    atomic_write_json(path.with_suffix(".json"), {
-        "format": GENERATOR_FORMAT, "hparams": generator.hparams(), "extra": extra or {},
-    })
+    save_tensors(path, generator.state_dict(), GENERATOR_FORMAT,
+                 {"hparams": generator.hparams(), "extra": extra or {}})
 
 
 def load_generator(path, device="cpu") -> tuple[ConditionalUNet, dict]:
     """Rebuild a saved T_o generator; never executes code from the files."""
-    from pathlib import Path
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..checkpoint import CheckpointError, read_json_checked
-
-    path = Path(path)
-    meta = read_json_checked(path.with_suffix(".json"), GENERATOR_FORMAT)
-    generator = ConditionalUNet(**meta["hparams"])
+    state, meta = load_tensors(path, GENERATOR_FORMAT, device)
     try:
-        generator.load_state_dict(load_file(str(path), device=str(device)))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is not a readable T_o generator: {err}") from err
+        generator = ConditionalUNet(**meta["hparams"])
+        generator.load_state_dict(state)
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise FileFormatError(f"{path} is not a readable T_o generator: {err}") from err
     return generator.to(device).eval(), meta.get("extra", {})

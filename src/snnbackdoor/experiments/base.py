@@ -1,28 +1,30 @@
-"""Config -> stages -> run directory. Each experiment kind registers a config class and a runner.
+"""The base of every experiment: dataset and model sections, the shared config fields, and
+`run_experiment(config, out) -> RunResult`, the one entry point the CLI and notebooks share.
 
-`run_experiment(config, out)` is the one entry point the CLI and notebooks share; stages
-are resumable through `RunDir`.
+Each experiment kind is one module of this package that registers its config class and
+runner with `@register_experiment(kind, ConfigClass)`; stages are resumable through `RunDir`.
+A config is never changed after parsing: what ran is what `config.yaml` says.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
 
-from .config import ConfigError, apply_overrides, parse_dataclass, read_yaml, to_dict
-from .data.augment import dataset_augmentation
-from .data.bundle import DatasetBundle, DatasetInfo
-from .data.registry import check_root, get_entry, load_dataset
-from .models.kit import NEURONS, SURROGATES
-from .models.registry import MODELS, ModelSpec, build_model, unknown_name_message
-from .neurons import check_neuron_values
-from .rundir import RunDir
-from .training import TrainConfig, evaluate, seed_everything, train
-from .util import resolve_device
+from ..config import ConfigError, apply_overrides, parse_dataclass, read_yaml, to_dict
+from ..data.augment import dataset_augmentation
+from ..data.bundle import DatasetBundle, DatasetInfo
+from ..data.registry import check_root, get_entry, load_dataset
+from ..models.kit import NEURONS, SURROGATES
+from ..models.registry import ModelSpec, build_model
+from ..neurons import check_neuron_values
+from ..registry import get, register
+from ..rundir import RunDir
+from ..training import TrainConfig, evaluate, seed_everything, train
 
 
 @dataclass
@@ -56,8 +58,7 @@ class ModelConfig:
     detach_reset: bool = True
 
     def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise ValueError(unknown_name_message("model", self.name, MODELS))
+        get("model", self.name)  # an unknown name fails here, with a did-you-mean
         if self.neuron not in NEURONS:
             raise ValueError(f"model.neuron must be one of {list(NEURONS)}, got {self.neuron!r}")
         if self.surrogate not in SURROGATES:
@@ -87,8 +88,9 @@ class AnalyzeConfig:
 
 
 @dataclass
-class TrainExperiment:
-    """`kind: train`: train one clean model and evaluate it."""
+class ExperimentConfig:
+    """Fields every experiment kind shares. `train.seed` left unset takes `seed` at parse
+    time (so config.yaml records the seed that ran); set it to train with another seed."""
 
     kind: str = "train"
     name: str = "run"
@@ -97,7 +99,10 @@ class TrainExperiment:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.seed is None:
+            self.train = dataclasses.replace(self.train, seed=self.seed)
 
 
 @dataclass
@@ -109,32 +114,23 @@ class RunResult:
 
 
 Runner = Callable[[object, RunDir], dict]
-EXPERIMENTS: dict[str, tuple[type, Runner]] = {}
 
 
 def register_experiment(kind: str, config_cls: type):
     """Register `runner(config, rundir) -> metrics` for configs with `kind: <kind>`."""
-
-    def decorate(runner: Runner) -> Runner:
-        EXPERIMENTS[kind] = (config_cls, runner)
-        return runner
-
-    return decorate
+    return register("experiment", kind, config=config_cls)
 
 
 def parse_config(data: dict, overrides: list[str] | tuple[str, ...] = ()):
     """Validate a config mapping (plus --set overrides) into its experiment's dataclass."""
     data = apply_overrides(data, overrides)
     kind = data.get("kind", "train")
-    if kind not in EXPERIMENTS and isinstance(kind, str) and kind.isidentifier():
-        try:
-            importlib.import_module(f"snnbackdoor.experiments.{kind}")
-        except ModuleNotFoundError as err:
-            if err.name != f"snnbackdoor.experiments.{kind}":
-                raise
-    if kind not in EXPERIMENTS:
-        raise ConfigError(unknown_name_message("experiment kind", str(kind), EXPERIMENTS))
-    config_cls, _ = EXPERIMENTS[kind]
+    if not isinstance(kind, str):
+        raise ConfigError(f"kind must be the name of an experiment kind, got {kind!r}")
+    try:
+        config_cls = get("experiment", kind).meta["config"]
+    except KeyError as err:
+        raise ConfigError(str(err)) from err
     config = parse_dataclass(config_cls, data)
     try:
         check_root(config.dataset.name, config.dataset.root)
@@ -193,27 +189,13 @@ def train_clean(config, data: DatasetBundle, device, description: str = "clean")
     return model, info
 
 
-@register_experiment("train", TrainExperiment)
-def run_train(config: TrainExperiment, run: RunDir) -> dict:
-    device = resolve_device(config.device)
-    config.train.seed = config.seed
-    data = dataset_from_config(config, device)
-    _, info = run.model_stage("model", lambda: train_clean(config, data, device), device)
-    return {
-        "clean_ca": info["test_accuracy"],
-        "val_accuracy": info["val_accuracy"],
-        "train_seconds": info["train_seconds"],
-        "epochs": config.train.epochs,
-    }
-
-
 def run_experiment(config, out: str | Path | None = None) -> RunResult:
     """Run a validated config into `out` (default runs/<name>), resuming finished stages."""
     if isinstance(config, (str, Path)):
         config = load_config(config)
     if isinstance(config, dict):
         config = parse_config(config)
-    _, runner = EXPERIMENTS[config.kind]
+    runner = get("experiment", config.kind).obj
     run = RunDir(out or Path("runs") / config.name)
     run.write_config(to_dict(config), getattr(config, "extendable", ()))
     metrics = runner(config, run)

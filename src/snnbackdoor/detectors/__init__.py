@@ -1,0 +1,1 @@
+"""Detectors: input-level (scores per input) and model-level (scores per model)."""
