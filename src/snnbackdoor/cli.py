@@ -112,7 +112,7 @@ def demo(out: str | None, seed: int, overrides: tuple[str, ...]) -> None:
     """BadSNN end to end on the embedded digits: clean and backdoored SNNs, T_p and T_o,
     attack-config search, control on the clean model; writes metrics.json and report.md."""
     from .experiments.base import parse_config, run_experiment
-    from .report import table1
+    from .report.badsnn import table1
 
     config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed}, overrides)
     result = run_experiment(config, out or "runs/demo")

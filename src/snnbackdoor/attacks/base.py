@@ -86,3 +86,16 @@ def measure(model: nn.Module, split: Split, trigger: Trigger, target: int) -> di
         "asr": attack_success_rate(pred, y, target),
         "ra": robust_accuracy(pred, y, target),
     }
+
+
+def trained_stage(setup: AttackSetup, name: str,
+                  build: Callable[[], tuple[nn.Module, dict]]) -> tuple[nn.Module, dict]:
+    """`build()` -> (model, info), or with `setup.workdir` the finished result of an earlier
+    run (model file `<workdir>/<name>.safetensors` and its stage info), so a resumed matrix
+    never retrains an attack. Without a workdir the attack runs in memory."""
+    if setup.workdir is None:
+        return build()
+    from ..rundir import RunDir
+
+    model, info = RunDir(setup.workdir).model_stage(name, build, setup.device)
+    return model.eval(), info

@@ -26,7 +26,9 @@ from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, Split
 from ..metrics import attack_success_rate, event_count_change, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
-from ..report import badsnn_figures, badsnn_report, trigger_label
+from ..report.badsnn import badsnn_figures, badsnn_report, trigger_label
+from ..report.frames import plot_frames
+from ..report.tables import table_csv, table_rows
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, predict, seed_everything, train
 from ..triggers.events import ThinningTrigger
@@ -51,7 +53,6 @@ from .base import (
     register_experiment,
     train_clean,
 )
-from .neuromorphic import plot_frames, table_csv, table_rows
 
 
 @dataclass

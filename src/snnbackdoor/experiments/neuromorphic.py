@@ -9,13 +9,10 @@ training for dynamic). Each stage is resumable; the run writes `table.csv`
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +27,8 @@ from ..attacks.neuromorphic import (
     stealth_metrics,
 )
 from ..data.bundle import DatasetBundle
+from ..report.frames import plot_frames
+from ..report.tables import table_csv, table_rows
 from ..rundir import RunDir
 from ..training import TrainConfig, evaluate, seed_everything
 from ..triggers.dynamic import DynamicConfig, DynamicTrigger
@@ -44,7 +43,6 @@ from .base import (
     train_clean,
 )
 
-TABLE_COLUMNS = ("attack", "trigger", "ca", "asr", "ssim", "mse")
 FAMILIES = {"static": "sneaky_spikes", "moving": "sneaky_spikes", "smart": "sneaky_spikes",
             "dynamic": "sneaky_spikes", "framed": "flashy", "strobing": "flashy",
             "flash": "flashy"}
@@ -168,26 +166,6 @@ def _load_trigger(entry: TriggerEntry, data: DatasetBundle, run: RunDir, device)
 # --------------------------------------------------------------------------- outputs
 
 
-def table_rows(clean_ca: float, attacks: dict[str, dict]) -> list[dict]:
-    """Rows of table.csv: the clean model first, then one per trigger."""
-    rows = [{"attack": "clean", "trigger": "none", "ca": clean_ca, "asr": None, "ssim": None,
-             "mse": None}]
-    for label, info in attacks.items():
-        rows.append({"attack": info["attack"], "trigger": label, "ca": info["ca"],
-                     "asr": info["asr"], "ssim": info["ssim"], "mse": info["mse"]})
-    return rows
-
-
-def table_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=TABLE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row[k] is None else (f"{row[k]:.4f}" if isinstance(row[k], float)
-                                                      else row[k]) for k in TABLE_COLUMNS})
-    return out.getvalue()
-
-
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -227,56 +205,6 @@ def report_markdown(config: NeuromorphicExperiment, data: DatasetBundle, metrics
         "",
     ]
     return "\n".join(lines)
-
-
-def _rgb(frames: np.ndarray, scale: float) -> np.ndarray:
-    """[P=2, H, W] counts -> RGB image: ON red, OFF blue, on black."""
-    off, on = np.clip(frames[0] / scale, 0, 1), np.clip(frames[1] / scale, 0, 1)
-    return np.stack([on, np.zeros_like(on), off], axis=-1)
-
-
-def plot_frames(clean: torch.Tensor, triggered: dict[str, torch.Tensor], path: Path,
-                bins: int = 4) -> Path:
-    """Per trigger, one row: a few time bins of the clean sample, the triggered one, and the
-    change (ON red, OFF blue; the change scaled to its own peak). ``clean`` is [T, P, H, W]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    num_frames = clean.shape[0]
-    times = sorted({int(round(t)) for t in np.linspace(0, num_frames - 1, min(bins, num_frames))})
-    clean_np = clean.detach().float().cpu().numpy()
-    scale = max(float(clean_np.max()), 1e-6)
-    groups = ("clean", "triggered", "change")
-    cols = len(groups) * len(times)
-    fig, axes = plt.subplots(len(triggered), cols, figsize=(1.3 * cols, 1.45 * len(triggered)),
-                             squeeze=False)
-    for row, (label, frames) in enumerate(triggered.items()):
-        trig = frames.detach().float().cpu().numpy()
-        diff = np.abs(trig - clean_np)
-        diff_scale = max(float(diff.max()), 1e-12)
-        images = {"clean": (clean_np, scale), "triggered": (trig, scale),
-                  "change": (diff, diff_scale)}
-        for g, group in enumerate(groups):
-            source, s = images[group]
-            for k, t in enumerate(times):
-                ax = axes[row, g * len(times) + k]
-                ax.imshow(_rgb(source[t], s), interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if row == 0:
-                    ax.set_title(f"{group} t={t}", fontsize=7)
-                if g == 0 and k == 0:
-                    ax.set_ylabel(label, fontsize=7)
-    fig.suptitle("ON red, OFF blue; change = |triggered - clean| scaled to its peak", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 # --------------------------------------------------------------------------- runner

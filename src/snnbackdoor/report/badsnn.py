@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .analysis import plot_sweep
+from ..analysis import plot_sweep
 
 
 def _pyplot():
