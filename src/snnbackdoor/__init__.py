@@ -5,6 +5,7 @@ from .data import DatasetBundle, load_dataset
 from .experiments.base import RunResult, run_experiment
 from .models import SpikingClassifier, build_model
 from .neurons import NeuronConfig, count_spikes, neuron_params, set_neuron_params
+from .registry import register
 from .training import TrainConfig, evaluate, predict, train
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "load_model",
     "neuron_params",
     "predict",
+    "register",
     "run_experiment",
     "save_model",
     "set_neuron_params",
