@@ -13,6 +13,7 @@ from snnbackdoor.metrics import (
     PSNR_CAP_DB,
     accuracy,
     attack_success_rate,
+    degenerate_model,
     event_count_change,
     gaussian_window,
     perturbation_stats,
@@ -176,3 +177,41 @@ def test_event_count_change_is_mean_relative_change() -> None:
     triggered[1, 0, 1, :2, :] = 0  # -10 -> -50%
     assert event_count_change(clean, triggered) == pytest.approx(0.0)
     assert event_count_change(clean[:1], triggered[:1]) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- sanity
+
+
+def test_constant_predictor_is_degenerate() -> None:
+    y = torch.arange(100) % 10
+    pred = torch.full((100,), 3)  # what a 1-epoch model does: one class everywhere
+    warning = degenerate_model(pred, 10, accuracy(pred, y))
+    assert warning is not None and "\n" not in warning
+    assert "class 3 takes 100.0%" in warning and "near chance" in warning
+
+
+def test_good_predictor_is_not_degenerate() -> None:
+    y = torch.arange(100) % 10
+    pred = y.clone()
+    pred[:5] = 0  # 95% correct, class 0 takes 14%
+    assert degenerate_model(pred, 10, accuracy(pred, y)) is None
+    assert degenerate_model(pred, 10) is None
+
+
+def test_degenerate_thresholds() -> None:
+    pred = torch.tensor([1] * 8 + [0, 2])
+    assert "class 1 takes 80.0%" in degenerate_model(pred, 10)  # at the 80% share
+    assert degenerate_model(torch.tensor([1] * 7 + [0, 2, 3]), 10) is None  # 70%
+    spread = torch.arange(10)
+    assert "near chance" in degenerate_model(spread, 10, accuracy=0.15)  # 1.5 x chance
+    assert degenerate_model(spread, 10, accuracy=0.16) is None
+    assert "near chance" in degenerate_model(torch.tensor([0, 1, 0, 1]), 2, accuracy=0.7)
+
+
+def test_degenerate_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="argmax"):
+        degenerate_model(torch.zeros(4, 10), 10)
+    with pytest.raises(ValueError, match="at least one"):
+        degenerate_model(torch.zeros(0, dtype=torch.long), 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        degenerate_model(torch.zeros(3, dtype=torch.long), 1)

@@ -198,3 +198,45 @@ def event_count_change(clean_frames: Tensor, triggered_frames: Tensor) -> float:
     if math.isnan(result):
         raise ValueError("event_count_change needs at least one sample")
     return result
+
+
+# --------------------------------------------------------------------------- sanity
+
+DEGENERATE_SHARE = 0.8
+"""Share of clean predictions one class may take before the model counts as degenerate."""
+
+NEAR_CHANCE = 1.5
+"""Accuracy at or below ``NEAR_CHANCE / num_classes`` counts as near chance."""
+
+
+def degenerate_model(
+    pred: Tensor, num_classes: int, accuracy: float | None = None
+) -> str | None:
+    """One-line warning when a model's **clean** predictions are degenerate, else None.
+
+    Degenerate: one class takes at least ``DEGENERATE_SHARE`` of the predictions, or the
+    accuracy (a fraction) is at most ``NEAR_CHANCE / num_classes``. Such a model (e.g. after one
+    epoch) predicts the target everywhere, so its ASR says nothing about a backdoor.
+    """
+    pred = _labels(pred, "pred")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if len(pred) == 0:
+        raise ValueError("degenerate_model needs at least one prediction")
+    counts = torch.bincount(pred, minlength=num_classes)
+    top = int(counts.argmax())
+    share = float(counts[top]) / len(pred)
+    problems = []
+    if share >= DEGENERATE_SHARE:
+        problems.append(f"class {top} takes {100 * share:.1f}% of {len(pred)} predictions")
+    chance = 1.0 / num_classes
+    if accuracy is not None and accuracy <= NEAR_CHANCE * chance:
+        problems.append(
+            f"accuracy {100 * accuracy:.1f}% is near chance ({100 * chance:.1f}%)"
+        )
+    if not problems:
+        return None
+    return (
+        "degenerate model: " + "; ".join(problems)
+        + " (train longer or check the data); its attack success rates are meaningless"
+    )
