@@ -1,3 +1,6 @@
+import sys
+
+import pytest
 import torch
 
 from snnbackdoor.analysis import neuron_sweep
@@ -35,3 +38,34 @@ def test_sweep_reports_accuracy_and_fewer_spikes_at_higher_threshold(clean_digit
     assert high["accuracy"] < low["accuracy"]
     assert result["power"][0]["accuracy"] == low["accuracy"]  # q = 1 is the identity
     assert len(result["tau"]) == 1
+
+
+def _tiny_run(digits, **options):
+    torch.manual_seed(7)
+    model = build_model(model_spec(ModelConfig(), digits.info))
+    config = TrainConfig(epochs=2, batch_size=32, progress=False, seed=3, **options)
+    small, val = digits.train.subset(torch.arange(64)), digits.val.subset(torch.arange(32))
+    return model, train(model, small, config, val_split=val, description="clean")
+
+
+def test_tensorboard_logs_every_epoch_and_changes_nothing(digits, tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    _, plain = _tiny_run(digits)
+    _, logged = _tiny_run(digits, tensorboard=str(tmp_path / "tb"))
+    for a, b in zip(plain.history, logged.history):
+        assert (a["loss"], a["val_accuracy"]) == (b["loss"], b["val_accuracy"])
+    events = accumulator.EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"clean/loss", "clean/val_accuracy", "clean/lr"} <= set(events.Tags()["scalars"])
+    for key in ("loss", "val_accuracy"):
+        scalars = events.Scalars(f"clean/{key}")
+        assert [s.step for s in scalars] == [1, 2]
+        expected = [row[key] for row in logged.history]
+        assert [s.value for s in scalars] == pytest.approx(expected, rel=1e-6)
+
+
+def test_tensorboard_without_the_package_says_how_to_install(digits, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(RuntimeError, match="pip install tensorboard"):
+        _tiny_run(digits, tensorboard=str(tmp_path / "tb"))
+    assert not (tmp_path / "tb").exists()

@@ -45,6 +45,7 @@ class TrainConfig:
     augment: bool = False  # the dataset's augmentation (crop, flip where allowed); see train()
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and CUDA (cuDNN)
     compile: bool = False  # torch.compile the model for training (slow to start, fast after)
+    tensorboard: str | None = None  # a log folder for per-epoch TensorBoard scalars; None: off
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -165,6 +166,17 @@ def eager(model: nn.Module):
         model._compiled_call_impl = saved
 
 
+def summary_writer(log_dir: str):
+    """A TensorBoard `SummaryWriter` on `log_dir`, imported only when asked for (optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise RuntimeError(
+            f"train.tensorboard={log_dir!r} needs the tensorboard package: pip install tensorboard"
+        ) from error
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -180,7 +192,9 @@ def train(
     `dataset_augmentation(info)`, which callers pass when `config.augment` is true) runs on
     the whole batch on that device. With `config.channels_last` the model trains in NHWC
     and is returned in the layout it came in; with `config.compile` it trains through
-    torch.compile (full batches only, so the graph keeps one shape).
+    torch.compile (full batches only, so the graph keeps one shape). With
+    `config.tensorboard` each epoch's row and learning rate are also logged there as
+    `<description>/<key>` scalars.
     """
     device = model_device(model)
     generator = seed_everything(0 if config.seed is None else config.seed)
@@ -196,7 +210,9 @@ def train(
         range(config.epochs), desc=description, unit="epoch", disable=not config.progress,
         leave=False,
     )
-    with layout, compiled(model, config.compile):
+    writer = summary_writer(config.tensorboard) if config.tensorboard else None
+    logging = writer if writer is not None else contextlib.nullcontext()
+    with logging, layout, compiled(model, config.compile):
         for epoch in epochs:
             model.train()
             total_loss = torch.zeros((), device=device)
@@ -222,6 +238,11 @@ def train(
             row["seconds"] = time.perf_counter() - start
             result.history.append(row)
             epochs.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(f"{description}/{key}", value, epoch + 1)
+                writer.add_scalar(f"{description}/lr", sched.get_last_lr()[0], epoch + 1)
     result.seconds = time.perf_counter() - start
     return result
 
