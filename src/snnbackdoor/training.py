@@ -206,12 +206,12 @@ def train(
     opt, sched = make_optimizer(model, config, config.epochs * steps_per_epoch)
     result = TrainResult()
     start = time.perf_counter()
+    writer = summary_writer(config.tensorboard) if config.tensorboard else None
+    logging = writer if writer is not None else contextlib.nullcontext()
     epochs = tqdm(
         range(config.epochs), desc=description, unit="epoch", disable=not config.progress,
         leave=False,
     )
-    writer = summary_writer(config.tensorboard) if config.tensorboard else None
-    logging = writer if writer is not None else contextlib.nullcontext()
     with logging, layout, compiled(model, config.compile):
         for epoch in epochs:
             model.train()
