@@ -226,3 +226,17 @@ def test_executor_options_fail_early_with_a_hint():
     result = CliRunner().invoke(main, ["sweep", CONFIG, "--grid", "seed=0",
                                        "--executor", "local", "--gpus-per-task", "1"])
     assert result.exit_code == 2 and "--gpus-per-task" in result.output
+
+
+def test_run_sends_a_single_run_whole_to_the_executor(tmp_path, ray_cluster):
+    out = tmp_path / "run"
+    args = ["run", CONFIG, "--out", str(out), "--executor", "ray", "--cpus-per-task", "1", "-q"]
+    for item in TINY:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads(result.output[:result.output.rindex("}") + 1]) == metrics
+    record = json.loads((out / "tasks" / "tasks.json").read_text())
+    assert record == {"digits_clean": {**record["digits_clean"], "executor": "ray",
+                                       "status": "done"}}

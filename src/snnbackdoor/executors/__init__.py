@@ -57,7 +57,9 @@ def make_executor(name: str = "local", progress: bool = True, **options) -> Exec
         raise TypeError(f"make_executor got unknown options {sorted(unknown)}")
     wrong = sorted(_FLAGS[k] for k in set(given) - _OPTIONS[name])
     if wrong:
-        raise ValueError(f"{', '.join(wrong)} do(es) not apply to --executor {name}")
+        own = ", ".join(sorted(_FLAGS[k] for k in _OPTIONS[name])) or "none"
+        raise ValueError(f"{', '.join(wrong)}: not an option of --executor {name} "
+                         f"(its options: {own})")
     return EXECUTORS[name](progress=progress, **given)
 
 

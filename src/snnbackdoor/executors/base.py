@@ -258,12 +258,14 @@ def run_stage(path: str, fn: Callable, args: tuple, kwargs: Mapping) -> dict:
 
 
 def _record_stage(run, name: str, result: dict, seconds: float | None) -> dict:
-    """Store a stage computed elsewhere in the run (this process is its only writer)."""
-    run.stage(name, lambda: result)
+    """Store a stage computed by a task in the run's `stages.json` and log, as `run.stage`
+    would have (this process is the only writer of both)."""
+    run.stages[name] = result
     if seconds is not None:
-        run.stages["_seconds"][name] = seconds
-        atomic_write_json(run.stages_path, run.stages)
-    return run.stages[name]
+        run.stages.setdefault("_seconds", {})[name] = seconds
+    atomic_write_json(run.stages_path, run.stages)
+    run.log(stage=name, status="done", seconds=seconds)
+    return result
 
 
 def map_stages(executor: Executor | None, run, calls: Mapping[str, StageCall],
