@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import difflib
 
-from .base import (
-    Executor,
-    Progress,
-    StageCall,
-    Task,
-    TaskFailed,
-    TaskResult,
-    execute,
-    map_stages,
-    record_results,
-    run_stage,
-    stage_file,
-)
+from .base import Executor, Progress, Task, TaskFailed, TaskResult, execute, record_results
 from .local import LocalExecutor
 from .ray import RayExecutor
 from .slurm import SlurmExecutor, time_minutes
+from .stages import StageCall, map_stages, run_stage, stage_file
 
 EXECUTORS: dict[str, type[Executor]] = {
     "local": LocalExecutor,
