@@ -65,15 +65,57 @@ def train(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(f"run directory: {result.path}")
 
 
+def _executor_options(command):
+    """--executor and its options (Ray, Slurm), shared by `run` and `sweep`."""
+    options = [
+        click.option("--executor", "executor_name", type=click.Choice(["local", "ray", "slurm"]),
+                     default="local", show_default=True,
+                     help="Where tasks run: here in order, a Ray cluster, or Slurm jobs."),
+        click.option("--ray-address", "address", default=None, metavar="ADDR",
+                     help="Ray cluster to join (default $RAY_ADDRESS, else a local one)."),
+        click.option("--cpus-per-task", type=float, default=None,
+                     help="CPUs each task asks for (ray, slurm; default 1)."),
+        click.option("--gpus-per-task", type=float, default=None,
+                     help="GPUs each task asks for (ray, slurm; default 0)."),
+        click.option("--partition", default=None, help="Slurm partition."),
+        click.option("--time", "time_limit", default=None, metavar="[D-]HH:MM:SS",
+                     help="Slurm time limit per task, or minutes (default 8:00:00)."),
+        click.option("--array-parallelism", type=int, default=None,
+                     help="Slurm: at most this many tasks of the array at once (default 64)."),
+        click.option("--quiet", "-q", is_flag=True, help="No task progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _make_executor(executor_name: str, quiet: bool, time_limit: str | None, **options):
+    from .executors import make_executor
+
+    return make_executor(executor_name, progress=not quiet, time=time_limit, **options)
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @_out_option("Run directory (default runs/<name>).")
 @set_option
-def run(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
-    """Run any experiment config (its `kind` says which) and write its run directory."""
-    from .experiments.base import load_config, run_experiment
+@_executor_options
+def run(config: str, out: str | None, overrides: tuple[str, ...], **executor_options) -> None:
+    """Run any experiment config (its `kind` says which) and write its run directory.
+    Experiments that split into tasks send them to --executor; others run whole as one."""
+    from .executors import TaskFailed
+    from .experiments.base import load_config
+    from .sweep import run_config
 
-    result = run_experiment(load_config(config, overrides), out)
+    cfg = load_config(config, overrides)
+    with _make_executor(**executor_options) as executor:
+        try:
+            result = run_config(cfg, out, executor)
+        except TaskFailed as err:
+            for failed in err.failed:
+                click.echo(f"failed: {failed.key}:\n{failed.error}", err=True)
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
     summary = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"run directory: {result.path}")
@@ -129,13 +171,24 @@ def demo(out: str | None, seed: int, overrides: tuple[str, ...]) -> None:
               help="A swept key and its values (repeatable; cartesian product).")
 @_out_option("Folder of the sweep (default runs/sweep_<name>).")
 @set_option
+@_executor_options
 def sweep(config: str, grid: tuple[str, ...], out: str | None,
-          overrides: tuple[str, ...]) -> None:
-    """Run CONFIG once per cell of a grid (its `sweep:` section and/or --grid)."""
+          overrides: tuple[str, ...], **executor_options) -> None:
+    """Run CONFIG once per cell of a grid (its `sweep:` section and/or --grid), one task per
+    cell on --executor; finished cells are skipped, so running again resumes the sweep."""
     from .sweep import run_sweep
 
-    path, rows = run_sweep(config, grid, overrides, out)
-    click.echo(f"{len(rows)} cells; summary: {path}")
+    with _make_executor(**executor_options) as executor:
+        result = run_sweep(config, grid, overrides, out, executor)
+    click.echo(f"{len(result.rows)} cells finished; summary: {result.path}")
+    for failed in result.failed:
+        last = failed.error.strip().splitlines()[-1] if failed.error else "?"
+        click.echo(f"failed: {failed.key}: {last}", err=True)
+    if result.failed:
+        click.echo(f"{len(result.failed)} cell(s) failed (errors in "
+                   f"{result.path.parent / 'tasks' / 'tasks.json'}); run the same command "
+                   "again to retry them", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -1,21 +1,27 @@
 """Run one config over a grid of overrides: one run directory per cell, one summary table.
 
 The grid comes from the config's own `sweep:` section ({key: [values]}) and/or
-`--grid key=v1,v2` arguments; cells are resumable runs like any other.
+`--grid key=v1,v2` arguments. Each cell is one task for an executor (local, Ray, Slurm);
+a cell is finished when its run directory holds `metrics.json` for the same config, so a
+re-run skips it whoever ran it, and `sweep.csv` is built from those files in grid order.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, apply_overrides, read_yaml, set_key
-from .experiments.base import parse_config, run_experiment
-from .io import atomic_write_bytes
+from .config import ConfigError, apply_overrides, read_yaml, set_key, to_dict
+from .executors import Executor, LocalExecutor, Task, TaskFailed, TaskResult
+from .experiments.base import RunResult, parse_config, run_experiment
+from .io import atomic_write_bytes, read_json
+from .registry import get
 
 
 def parse_grid(items: tuple[str, ...] | list[str]) -> dict[str, list]:
@@ -45,8 +51,47 @@ def cell_name(assignment: dict) -> str:
     return "__".join(f"{k.split('.')[-1]}={v}" for k, v in assignment.items()) or "base"
 
 
-def run_sweep(config_path: str | Path, grid_items=(), overrides=(), out: str | Path | None = None):
-    """Run every cell of the grid; write `sweep.csv` (one row per cell) and return its path."""
+def run_cell(config: dict, out: str) -> str:
+    """Task body: run one resolved config (plain data) into its own run directory."""
+    return str(run_experiment(parse_config(config), out).path)
+
+
+def finished(config, path: Path) -> bool:
+    """Whether `path` holds the metrics of a finished run of exactly this config."""
+    if not (path / "metrics.json").is_file() or not (path / "config.yaml").is_file():
+        return False
+    expected = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return yaml.safe_load((path / "config.yaml").read_text()) == expected
+
+
+def run_config(config, out: str | Path | None, executor: Executor | None = None) -> RunResult:
+    """`snnbackdoor run`: an experiment that splits into tasks gets the executor; any other
+    runs whole as one task of it (so `--executor slurm` puts even a single run on a node)."""
+    out = Path(out or Path("runs") / config.name)
+    runner = get("experiment", config.kind).obj
+    if executor is None or isinstance(executor, LocalExecutor) or \
+            "executor" in inspect.signature(runner).parameters:
+        return run_experiment(config, out, executor)
+    (result,) = executor.run([Task(config.name, run_cell, (to_dict(config), str(out)))],
+                             out / "tasks", desc="run")
+    if not result.ok:
+        raise TaskFailed([result], out / "tasks" / "tasks.json")
+    return RunResult(out, read_json(out / "metrics.json", dict, "metrics"))
+
+
+@dataclass
+class SweepResult:
+    """Where `sweep.csv` is, its rows (finished cells, grid order) and the failed cells."""
+
+    path: Path
+    rows: list[dict]
+    failed: list[TaskResult] = field(default_factory=list)
+
+
+def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
+              out: str | Path | None = None, executor: Executor | None = None) -> SweepResult:
+    """Run every unfinished cell through `executor` (default: here, in order); write
+    `sweep.csv` with one row per finished cell; failed cells are returned, not raised."""
     data = read_yaml(config_path)
     grid = data.pop("sweep", {}) or {}
     if not isinstance(grid, dict):
@@ -64,17 +109,17 @@ def run_sweep(config_path: str | Path, grid_items=(), overrides=(), out: str | P
             set_key(cell_data, key, value)
         configs.append(parse_config(cell_data))
     root = Path(out or Path("runs") / f"sweep_{configs[0].name}")
-    rows = []
-    from tqdm.auto import tqdm
-
-    for cell, config in tqdm(list(zip(cells, configs)), desc="sweep", unit="cell"):
-        result = run_experiment(config, root / cell_name(cell))
-        rows.append({**cell, **flatten(result.metrics)})
+    paths = [root / cell_name(cell) for cell in cells]
+    tasks = [Task(path.name, run_cell, (to_dict(config), str(path)))
+             for config, path in zip(configs, paths) if not finished(config, path)]
+    executor = executor or LocalExecutor()
+    results = executor.run(tasks, root / "tasks", skipped=len(cells) - len(tasks), desc="sweep")
+    rows = [{**cell, **flatten(read_json(path / "metrics.json", dict, "metrics"))}
+            for cell, config, path in zip(cells, configs, paths) if finished(config, path)]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    path = root / "sweep.csv"
-    atomic_write_bytes(path, buffer.getvalue().encode())
-    return path, rows
+    path = atomic_write_bytes(root / "sweep.csv", buffer.getvalue().encode())
+    return SweepResult(path, rows, [r for r in results if not r.ok])

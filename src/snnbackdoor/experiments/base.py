@@ -9,6 +9,7 @@ A config is never changed after parsing: what ran is what `config.yaml` says.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,8 +190,10 @@ def train_clean(config, data: DatasetBundle, device, description: str = "clean")
     return model, info
 
 
-def run_experiment(config, out: str | Path | None = None) -> RunResult:
-    """Run a validated config into `out` (default runs/<name>), resuming finished stages."""
+def run_experiment(config, out: str | Path | None = None, executor=None) -> RunResult:
+    """Run a validated config into `out` (default runs/<name>), resuming finished stages.
+    A runner that splits its work takes an `executor` keyword (see snnbackdoor.executors,
+    `map_stages`) and gets this one; None means in this process, in order."""
     if isinstance(config, (str, Path)):
         config = load_config(config)
     if isinstance(config, dict):
@@ -198,6 +201,9 @@ def run_experiment(config, out: str | Path | None = None) -> RunResult:
     runner = get("experiment", config.kind).obj
     run = RunDir(out or Path("runs") / config.name)
     run.write_config(to_dict(config), getattr(config, "extendable", ()))
-    metrics = runner(config, run)
+    if "executor" in inspect.signature(runner).parameters:
+        metrics = runner(config, run, executor=executor)
+    else:
+        metrics = runner(config, run)
     run.write_metrics(metrics)
     return RunResult(run.path, metrics)
