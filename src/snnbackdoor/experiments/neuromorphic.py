@@ -87,8 +87,6 @@ class NeuromorphicExperiment(ExperimentConfig):
 
     kind: str = "neuromorphic"
     name: str = "neuromorphic"
-    seed: int = 0
-    device: str = "auto"
     dataset: DatasetConfig = field(
         default_factory=lambda: DatasetConfig(name="ndigits", options={"T": 8}))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="nmnist_net"))
