@@ -15,6 +15,7 @@ from snnbackdoor.config import ConfigError
 from snnbackdoor.data.bundle import DatasetBundle, DatasetInfo, Split
 from snnbackdoor.experiments.base import ModelConfig, model_spec, parse_config, run_experiment
 from snnbackdoor.models import build_model
+from snnbackdoor.report.rules import render_rules
 from snnbackdoor.rules import (
     ConvertedSNN,
     convert_ann,
@@ -274,6 +275,12 @@ def test_rules_experiment_writes_table_report_and_figure(tmp_path):
     assert "LR_H" in (result.path / "report.md").read_text()
     metrics = json.loads((result.path / "metrics.json").read_text())
     assert set(metrics["lr_c"]["by_T"]) == {"2", "4"}
+    table = (result.path / "table.csv").read_bytes()
+    for name in ("table.csv", "report.md", "figures/migration.png"):
+        (result.path / name).unlink()
+    written = render_rules(result.path)  # from the run directory alone
+    assert {p.name for p in written} == {"table.csv", "report.md", "migration.png"}
+    assert (result.path / "table.csv").read_bytes() == table
     again = run_experiment(parse_config(config), tmp_path / "run")
     assert again.metrics["table"] == result.metrics["table"]
     log = (result.path / "log.jsonl").read_text()
