@@ -165,8 +165,10 @@ def _check_events(setup: AttackSetup, attack: str) -> None:
 @register("attack", "event_poison", options=EventPoisonOptions, paper="sneaky_spikes/flashy")
 def event_poison(setup: AttackSetup, options: EventPoisonOptions | Mapping | None = None
                  ) -> AttackOutcome:
-    """Sneaky Spikes / Flashy poisoning: a frame trigger stamped on `poison_ratio` of the
-    training split (non-target samples, relabelled to the target; clean-label: target ones)."""
+    """Sneaky Spikes / Flashy poisoning: a frame trigger on `poison_ratio` of the training set.
+
+    Non-target samples are stamped and relabelled to the target (clean-label: target samples
+    are stamped and keep their labels)."""
     options = _options(EventPoisonOptions, options)
     _check_events(setup, "event_poison")
     poison = PoisonConfig(setup.poison_ratio, setup.target, options.clean_label, setup.seed)
@@ -194,8 +196,10 @@ def event_poison(setup: AttackSetup, options: EventPoisonOptions | Mapping | Non
 
 @register("attack", "dynamic", options=DynamicConfig, paper="sneaky_spikes")
 def dynamic(setup: AttackSetup, options: DynamicConfig | Mapping | None = None) -> AttackOutcome:
-    """Sneaky Spikes dynamic attack: a spiking autoencoder learns an input-specific pattern
-    with the classifier; `poison_ratio` of the training split gets the backdoor term."""
+    """Sneaky Spikes dynamic attack: a spiking autoencoder learns an input-specific trigger.
+
+    It is trained with the classifier; `poison_ratio` of the training split (non-target
+    samples) gets the backdoor term."""
     config = _options(DynamicConfig, options)
     _check_events(setup, "dynamic")
     poison = PoisonConfig(setup.poison_ratio, setup.target, False, setup.seed)
