@@ -240,6 +240,10 @@ def test_config_errors_are_early(tmp_path) -> None:
         parse_config({**base, "triggers": [{"kind": "static"}, {"kind": "static"}]})
     with pytest.raises(ConfigError, match="gamma"):
         parse_config({**base, "triggers": [{"kind": "dynamic", "options": {"gamma": 2.0}}]})
+    with pytest.raises(ConfigError, match="clean_label"):
+        parse_config({**base, "attack": {"clean_label": True}, "triggers": [{"kind": "dynamic"}]})
+    with pytest.raises(ConfigError, match="polarity"):  # option values checked at parse time
+        parse_config({**base, "triggers": [{"kind": "static", "options": {"polarity": 7}}]})
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

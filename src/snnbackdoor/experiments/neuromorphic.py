@@ -106,6 +106,10 @@ class NeuromorphicExperiment(ExperimentConfig):
         if repeated:
             raise ValueError(f"trigger labels must be unique; repeated: {repeated} "
                              "(give each entry a `label:`)")
+        learned = [t.label for t in self.triggers if t.learned]
+        if self.attack.clean_label and learned:
+            raise ValueError(f"attack.clean_label does not apply to {learned}: a learned trigger "
+                             "relabels through its loss")
         if self.figure_bins < 1:
             raise ValueError(f"figure_bins must be >= 1, got {self.figure_bins}")
         if self.stealth_samples is not None and self.stealth_samples < 1:
