@@ -6,10 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from snnbackdoor.attacks.base import measure
+from snnbackdoor.attacks.base import AttackSetup, measure
 from snnbackdoor.attacks.neuromorphic import (
     PoisonConfig,
     build_frame_trigger,
@@ -27,7 +29,11 @@ from snnbackdoor.experiments.base import (
     run_experiment,
 )
 from snnbackdoor.models import build_model
+from snnbackdoor.registry import lookup, names
+from snnbackdoor.report.frames import animate_frames
+from snnbackdoor.report.neuromorphic import render_neuromorphic
 from snnbackdoor.training import TrainConfig
+from snnbackdoor.triggers import SmartTrigger
 from snnbackdoor.triggers.dynamic import (
     DynamicConfig,
     DynamicTrigger,
@@ -118,6 +124,61 @@ def test_lookahead_generator_step_lowers_target_loss(small_ndigits, static_attac
     model.eval()
 
 
+def _setup(data, workdir=None, ratio: float = 0.1) -> AttackSetup:
+    def build():
+        torch.manual_seed(0)
+        return nmnist_model(data.info)
+
+    return AttackSetup(data, build, TrainConfig(epochs=1, batch_size=32, progress=False),
+                       target=0, poison_ratio=ratio, seed=0, workdir=workdir)
+
+
+def test_event_poison_is_a_registered_attack_that_resumes(small_ndigits, tmp_path) -> None:
+    assert {"event_poison", "dynamic"} <= set(names("attack"))
+    options = {"trigger": "smart", "trigger_options": {"mode": "least"}}
+    outcome = lookup("attack", "event_poison")(_setup(small_ndigits, tmp_path), options)
+    assert isinstance(outcome.trigger, SmartTrigger) and outcome.target == 0
+    y = small_ndigits.train.y
+    assert outcome.poisoned_index == choose_poison_index(y, 0, 0.1, 0).tolist()
+    direct = poisoning_attack(_setup(small_ndigits).build_model(), small_ndigits,
+                              SmartTrigger.fit(small_ndigits.train.x, mode="least"),
+                              _setup(small_ndigits).train, PoisonConfig(0.1, 0))
+    for key, value in direct.model.state_dict().items():  # the same path as the function
+        assert torch.equal(outcome.model.state_dict()[key], value), key
+    again = lookup("attack", "event_poison")(_setup(small_ndigits, tmp_path), options)
+    assert again.info == json.loads(json.dumps(outcome.info))  # read back, not retrained
+    assert again.trigger == outcome.trigger
+    with pytest.raises(ValueError, match="trigger kind"):
+        lookup("attack", "event_poison")(_setup(small_ndigits), {"trigger": "badnet"})
+
+
+def test_dynamic_is_a_registered_attack_that_keeps_its_generator(small_ndigits,
+                                                                 tmp_path) -> None:
+    options = {"gamma": 0.1, "channels": 4, "generator_samples": 4}
+    outcome = lookup("attack", "dynamic")(_setup(small_ndigits, tmp_path, 0.2), options)
+    assert isinstance(outcome.trigger, DynamicTrigger)
+    assert (tmp_path / "dynamic_trigger.safetensors").exists()
+    again = lookup("attack", "dynamic")(_setup(small_ndigits, tmp_path, 0.2), options)
+    x = small_ndigits.test.floats()[:4]
+    assert torch.equal(again.trigger(x), outcome.trigger(x))  # generator loaded, not retrained
+    assert again.poisoned_index == outcome.poisoned_index
+
+
+def test_animate_frames_writes_one_gif_frame_per_time_bin(small_ndigits, tmp_path) -> None:
+    clean = small_ndigits.test.floats()[:1]
+    triggered = {"static": build_frame_trigger("static", {})(clean)[0],
+                 "flash": build_frame_trigger("flash", {"frames": [1]})(clean)[0]}
+    path = animate_frames(clean[0], triggered, tmp_path / "stream.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == clean.shape[1] > 1
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB")))
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])  # the stream moves
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
+
+
 def tiny_config(cache, triggers) -> dict:
     return {
         "kind": "neuromorphic",
@@ -150,6 +211,17 @@ def test_experiment_writes_table_and_resumes(small_ndigits, ndigits_cache, tmp_p
     assert (out / "figures" / "frames.png").stat().st_size > 0
     assert (out / "trigger_dynamic.safetensors").exists()
     assert "| corner |" in (out / "report.md").read_text()
+    for label in ("corner", "dynamic"):  # clean vs triggered over time, one GIF per trigger
+        with Image.open(out / "figures" / f"frames_{label}.gif") as gif:
+            assert gif.format == "GIF" and gif.n_frames == 4  # one frame per time bin (T=4)
+        assert f"figures/frames_{label}.gif" in (out / "report.md").read_text()
+    table = (out / "table.csv").read_bytes()
+    for path in [out / "table.csv", out / "report.md", *(out / "figures").iterdir()]:
+        path.unlink()
+    written = render_neuromorphic(out)  # from the run directory alone
+    assert {p.name for p in written} == {"table.csv", "report.md", "frames.png",
+                                         "frames_corner.gif", "frames_dynamic.gif"}
+    assert (out / "table.csv").read_bytes() == table
 
     again = run_experiment(parse_config(tiny_config(cache, triggers)), out)
     assert again.metrics["attacks"] == result.metrics["attacks"]
@@ -168,6 +240,10 @@ def test_config_errors_are_early(tmp_path) -> None:
         parse_config({**base, "triggers": [{"kind": "static"}, {"kind": "static"}]})
     with pytest.raises(ConfigError, match="gamma"):
         parse_config({**base, "triggers": [{"kind": "dynamic", "options": {"gamma": 2.0}}]})
+    with pytest.raises(ConfigError, match="clean_label"):
+        parse_config({**base, "attack": {"clean_label": True}, "triggers": [{"kind": "dynamic"}]})
+    with pytest.raises(ConfigError, match="polarity"):  # option values checked at parse time
+        parse_config({**base, "triggers": [{"kind": "static", "options": {"polarity": 7}}]})
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

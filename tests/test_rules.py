@@ -15,25 +15,28 @@ from snnbackdoor.config import ConfigError
 from snnbackdoor.data.bundle import DatasetBundle, DatasetInfo, Split
 from snnbackdoor.experiments.base import ModelConfig, model_spec, parse_config, run_experiment
 from snnbackdoor.models import build_model
+from snnbackdoor.report.rules import render_rules
 from snnbackdoor.rules import (
     ConvertedSNN,
-    SpikeStatsDetector,
-    auroc,
     convert_ann,
     hybrid_finetune,
     load_converted,
     logits_over_time,
     make_trainable,
-    make_trigger,
     measure_over_time,
     migration_rate,
-    poison_training,
     save_converted,
-    spike_statistics,
+    surrogate_settings,
     train_ann,
 )
-from snnbackdoor.rules.conversion import _resample_weights
-from snnbackdoor.rules.detection import spike_stats_detect
+from snnbackdoor.rules.attack import make_trigger, poison_training
+from snnbackdoor.rules.converted import resample_weights
+from snnbackdoor.rules.detection import (
+    SpikeStatsDetector,
+    auroc,
+    spike_statistics,
+    spike_stats_detect,
+)
 from snnbackdoor.training import TrainConfig, evaluate
 
 
@@ -131,7 +134,8 @@ def test_save_and_load_converted_and_hybrid(converted, digits, tmp_path):
     )
     save_converted(tuned, tmp_path / "h.safetensors")
     back = load_converted(tmp_path / "h.safetensors")
-    assert back.T == 4 and back.trainable == {"surrogate": "atan", "detach_reset": True}
+    assert back.T == 4 and surrogate_settings(back) == {"surrogate": "atan", "detach_reset": True}
+    assert not hasattr(back, "trainable")  # the settings are read off the nodes, not attached
     with torch.no_grad():
         torch.testing.assert_close(back(x), tuned(x))
         assert not torch.allclose(tuned(x), converted.forward_steps(x, [4])[4])
@@ -173,7 +177,7 @@ def _events_bundle(frames: int = 4, count: int = 40) -> DatasetBundle:
 
 def test_resample_weights_keep_the_mean_frame():
     for total, frames in ((8, 16), (16, 16), (24, 16), (7, 3)):
-        w = _resample_weights(total, frames)
+        w = resample_weights(total, frames)
         torch.testing.assert_close(w.sum(1), torch.ones(total))
         torch.testing.assert_close(w.sum(0), torch.full((frames,), total / frames))
 
@@ -266,11 +270,17 @@ def test_rules_experiment_writes_table_report_and_figure(tmp_path):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["rule", "neuron", "T", "ca", "asr", "migration_rate", "seconds"]
     assert [r["rule"] for r in rows] == ["ANN", "LR_B", "LR_C", "LR_C", "LR_H"]
-    assert rows[0]["migration_rate"] == "" and rows[0]["T"] == ""
+    assert rows[0]["migration_rate"] == "nan" and rows[0]["T"] == "nan"  # io.write_csv's blank
     assert (result.path / "figures" / "migration.png").stat().st_size > 0
     assert "LR_H" in (result.path / "report.md").read_text()
     metrics = json.loads((result.path / "metrics.json").read_text())
     assert set(metrics["lr_c"]["by_T"]) == {"2", "4"}
+    table = (result.path / "table.csv").read_bytes()
+    for name in ("table.csv", "report.md", "figures/migration.png"):
+        (result.path / name).unlink()
+    written = render_rules(result.path)  # from the run directory alone
+    assert {p.name for p in written} == {"table.csv", "report.md", "migration.png"}
+    assert (result.path / "table.csv").read_bytes() == table
     again = run_experiment(parse_config(config), tmp_path / "run")
     assert again.metrics["table"] == result.metrics["table"]
     log = (result.path / "log.jsonl").read_text()

@@ -393,3 +393,68 @@ def test_thinning_keeps_the_set_share_of_events_and_never_adds_any():
     assert torch.equal(ThinningTrigger(keep=1.0, scale=scale)(scaled), scaled)
     with pytest.raises(ValueError, match="keep"):
         ThinningTrigger(keep=1.5)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+IMAGE_NAMES = {"badnet", "blend", "wanet", "clean_label", "power", "noise"}
+EVENT_NAMES = {"static", "moving", "smart", "framed", "strobing", "flash", "thinning", "dynamic",
+               "noise"}
+
+
+def test_registry_lists_the_image_and_event_triggers() -> None:
+    from snnbackdoor import registry
+    from snnbackdoor.triggers import option_names
+
+    names = set(registry.names("trigger"))
+    assert IMAGE_NAMES | EVENT_NAMES <= names
+    for name in IMAGE_NAMES | EVENT_NAMES:
+        component = registry.get("trigger", name)
+        kinds = {k for k in ("image", "events") if k in component.meta["data"]}
+        assert kinds == ({"image"} if name in IMAGE_NAMES else set()) | (
+            {"events"} if name in EVENT_NAMES else set()), name
+        options = registry.describe("trigger")["trigger"][name]["options"]
+        assert set(options) == set(option_names(name)) and options  # `snnbackdoor list`
+    assert registry.get("trigger", "static").obj is StaticTrigger
+    assert registry.get("trigger", "smart").meta["fit"] and \
+        registry.get("trigger", "dynamic").meta["trained"]
+    with pytest.raises(KeyError, match="Did you mean 'static'"):
+        registry.get("trigger", "statc")
+
+
+def test_build_trigger_makes_each_trigger_from_its_config_options() -> None:
+    from snnbackdoor.triggers import build_trigger
+
+    frames = _frames(n=2, t=6)
+    built = build_trigger("strobing", {"position": [2, 3], "on": 2, "gap": 1, "size": 2})
+    assert built == StrobingTrigger(size=2, position=(2, 3), on=2, gap=1)  # YAML list -> tuple
+    assert torch.equal(built(frames), StrobingTrigger(2, (2, 3), 2, 1)(frames))
+    smart = build_trigger("smart", {"mode": "most"}, frames)
+    assert smart == SmartTrigger.fit(frames, mode="most")
+    assert build_trigger("power", {"q": 3.0}) == PowerTrigger(3.0)
+    with pytest.raises(ValueError, match="no option"):
+        build_trigger("static", {"colour": 1})
+    with pytest.raises(ValueError, match="trained with its attack"):
+        build_trigger("dynamic")
+    with pytest.raises(ValueError, match="training inputs"):
+        build_trigger("smart")
+    with pytest.raises(ValueError, match="least"):
+        build_trigger("smart", {"mode": "middle"}, frames)
+
+
+def test_trigger_modules_import_no_sibling_trigger_module() -> None:
+    """No cycle: trigger modules share only `base` (checks, geometry) and `frames` (stamping)."""
+    import ast
+    from pathlib import Path
+
+    import snnbackdoor.triggers as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        siblings = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        allowed = {"base", "frames"} | ({"deepfool"} if path.stem == "optimised" else set())
+        assert siblings <= allowed, (path.name, siblings - allowed)

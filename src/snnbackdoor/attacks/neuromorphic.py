@@ -1,47 +1,35 @@
 """Neuromorphic backdoors: poisoning with event-frame triggers (Sneaky Spikes, Flashy) and the
 dynamic attack (a spiking autoencoder trained jointly with the classifier).
 
-Every attack trains the given model in place with the one trainer and returns an
-`AttackOutcome`; `stealth_metrics` measures how visible a trigger is on clean frames.
+Two layers: `poisoning_attack` and `dynamic_attack` train a given model object in place (a
+user's own SpikingJelly network works); the registered attacks `event_poison` and `dynamic`
+follow the attack protocol (`(AttackSetup, options) -> AttackOutcome`), so the attack x
+defense matrix runs them on any event dataset. `stealth_metrics` measures how visible a
+trigger is on clean frames.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from ..data.bundle import DatasetBundle, Split
 from ..metrics import event_count_change, perturbation_stats
+from ..registry import get, register
 from ..training import TrainConfig, train
+from ..triggers.base import build_trigger, check_trigger_options
 from ..triggers.dynamic import DynamicConfig, DynamicJointLoss, DynamicTrigger, build_generator
-from ..triggers.events import (
-    FlashTrigger,
-    FramedTrigger,
-    MovingTrigger,
-    SmartTrigger,
-    StaticTrigger,
-    StrobingTrigger,
-)
-from .base import AttackOutcome, Trigger
+from .base import AttackOutcome, AttackSetup, Trigger, trained_stage
 from .poisoning import apply_in_batches, choose_poison_index, poison_split
 
-FRAME_TRIGGERS: dict[str, type] = {
-    "static": StaticTrigger,
-    "moving": MovingTrigger,
-    "smart": SmartTrigger,
-    "framed": FramedTrigger,
-    "strobing": StrobingTrigger,
-    "flash": FlashTrigger,
-}
-"""Trigger kinds a poisoning attack accepts (``dynamic`` is its own attack)."""
+FRAME_TRIGGERS = ("static", "moving", "smart", "framed", "strobing", "flash")
+"""Trigger kinds the event poisoning attack accepts (Sneaky Spikes and Flashy squares)."""
 
 TRIGGER_KINDS = (*FRAME_TRIGGERS, "dynamic")
-SMART_OPTIONS = ("size", "mode", "seed", "polarity_mode", "value")
-TUPLE_OPTIONS = ("position", "frames")  # YAML lists that the trigger dataclasses want as tuples
+"""Every neuromorphic trigger kind: the frame triggers and the learned dynamic one."""
 
 
 @dataclass
@@ -63,43 +51,17 @@ class PoisonConfig:
         if self.target < 0:
             raise ValueError(f"target must be a class index >= 0, got {self.target}")
 
-
-def trigger_option_names(kind: str) -> tuple[str, ...]:
-    """The options a trigger kind accepts (its dataclass fields; SmartTrigger.fit's for smart)."""
-    if kind not in TRIGGER_KINDS:
-        raise ValueError(f"unknown trigger kind {kind!r}; choose one of {list(TRIGGER_KINDS)}")
-    if kind == "smart":
-        return SMART_OPTIONS
-    cls = DynamicConfig if kind == "dynamic" else FRAME_TRIGGERS[kind]
-    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
-
-
-def check_trigger_options(kind: str, options: Mapping) -> None:
-    """Fail early (before any training) on an unknown kind or option."""
-    valid = trigger_option_names(kind)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"trigger kind {kind!r} has no option {unknown}; valid: {list(valid)}")
-
-
-def _as_tuples(options: Mapping) -> dict:
-    return {k: tuple(v) if k in TUPLE_OPTIONS and isinstance(v, list) else v
-            for k, v in options.items()}
+    def index(self, y: torch.Tensor) -> torch.Tensor:
+        """The training samples this poisoning changes (seeded; sorted)."""
+        return choose_poison_index(y, self.target, self.poison_ratio, self.seed,
+                                   from_target=self.clean_label)
 
 
 def build_frame_trigger(kind: str, options: Mapping | None = None,
                         train_frames: torch.Tensor | None = None) -> Trigger:
     """A frame trigger from its kind and options; ``smart`` is fitted on ``train_frames``."""
-    options = dict(options or {})
-    if kind == "dynamic":
-        raise ValueError("the dynamic trigger is trained with its attack: use dynamic_attack")
-    check_trigger_options(kind, options)
-    options = _as_tuples(options)
-    if kind == "smart":
-        if train_frames is None:
-            raise ValueError("the smart trigger needs the training frames to pick its cell")
-        return SmartTrigger.fit(train_frames, **options)
-    return FRAME_TRIGGERS[kind](**options)
+    check_trigger_options(kind, options, TRIGGER_KINDS)
+    return build_trigger(kind, options, train_frames)
 
 
 def poisoning_attack(
@@ -120,13 +82,9 @@ def poisoning_attack(
         relabel=not poison.clean_label, from_target=poison.clean_label,
     )
     result = train(model, poisoned.split, train_config, data.val, description=name)
-    source = data.train.y[poisoned.poisoned_index.to(data.train.y.device)].cpu()
-    return AttackOutcome(name, model, trigger, poison.target, info={
-        "poisoned": int(len(poisoned.poisoned_index)),
-        "poisoned_classes": sorted(set(source.tolist())),
-        "train_seconds": round(result.seconds, 3),
-        "history": result.history,
-    })
+    return AttackOutcome(name, model, trigger, poison.target,
+                         info=_info(data, poisoned.poisoned_index, result),
+                         poisoned_index=poisoned.poisoned_index.tolist())
 
 
 def dynamic_attack(
@@ -150,24 +108,120 @@ def dynamic_attack(
     device = next(model.parameters()).device
     torch.manual_seed(poison.seed)
     generator = build_generator(data.info.shape, config).to(device)
-    index = choose_poison_index(data.train.y, poison.target, poison.poison_ratio, poison.seed)
+    index = poison.index(data.train.y)
     mask = torch.zeros(len(data.train), dtype=torch.bool)
     mask[index] = True
     loss = DynamicJointLoss(generator, mask.to(data.train.y.device), poison.target, config,
                             config.lookahead_lr or train_config.lr)
     result = train(model, data.train, train_config, data.val, loss_fn=loss, description=name)
     generator.eval()
-    source = data.train.y.cpu()[index]
     losses = loss.generator_losses
+    info = {**_info(data, index, result),
+            "generator_loss_first": losses[0] if losses else None,
+            "generator_loss_last": losses[-1] if losses else None}
     return AttackOutcome(name, model, DynamicTrigger(generator, config.gamma), poison.target,
-                         info={
-                             "poisoned": int(len(index)),
-                             "poisoned_classes": sorted(set(source.tolist())),
-                             "train_seconds": round(result.seconds, 3),
-                             "history": result.history,
-                             "generator_loss_first": losses[0] if losses else None,
-                             "generator_loss_last": losses[-1] if losses else None,
-                         })
+                         info=info, poisoned_index=index.tolist())
+
+
+def _info(data: DatasetBundle, index: torch.Tensor, result) -> dict:
+    """What every neuromorphic attack records: the poisoned count and classes, training."""
+    source = data.train.y.cpu()[index.cpu()]
+    return {
+        "poisoned": int(len(index)),
+        "poisoned_classes": sorted(set(source.tolist())),
+        "train_seconds": round(result.seconds, 3),
+        "history": result.history,
+    }
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+@dataclass(frozen=True)
+class EventPoisonOptions:
+    """Options of `event_poison`: the frame trigger, its options, clean-label poisoning."""
+
+    trigger: str = "static"
+    trigger_options: dict = field(default_factory=dict)
+    clean_label: bool = False
+
+    def __post_init__(self) -> None:
+        check_trigger_options(self.trigger, self.trigger_options, FRAME_TRIGGERS)
+
+
+def _options(cls: type, options) -> object:
+    """The options dataclass from an instance, a mapping (a config section) or None."""
+    if isinstance(options, cls):
+        return options
+    return cls(**dict(options or {}))
+
+
+def _check_events(setup: AttackSetup, attack: str) -> None:
+    if setup.data.info.kind != "events":
+        raise ValueError(f"the {attack} attack needs event frames; dataset "
+                         f"{setup.data.info.name!r} holds {setup.data.info.kind}")
+
+
+@register("attack", "event_poison", options=EventPoisonOptions, paper="sneaky_spikes/flashy")
+def event_poison(setup: AttackSetup, options: EventPoisonOptions | Mapping | None = None
+                 ) -> AttackOutcome:
+    """Sneaky Spikes / Flashy poisoning: a frame trigger on `poison_ratio` of the training set.
+
+    Non-target samples are stamped and relabelled to the target (clean-label: target samples
+    are stamped and keep their labels)."""
+    options = _options(EventPoisonOptions, options)
+    _check_events(setup, "event_poison")
+    poison = PoisonConfig(setup.poison_ratio, setup.target, options.clean_label, setup.seed)
+    name = f"{get('trigger', options.trigger).meta.get('paper', 'events')}/{options.trigger}"
+    held: dict = {}
+
+    def make_trigger() -> Trigger:  # deterministic: rebuilt, not stored, on a resumed run
+        fitted = get("trigger", options.trigger).meta.get("fit")  # smart: fitted on the data
+        return build_frame_trigger(options.trigger, options.trigger_options,
+                                   setup.data.train.floats() if fitted else None)
+
+    def build() -> tuple[nn.Module, dict]:
+        model = setup.build_model()
+        held["trigger"] = make_trigger()
+        outcome = poisoning_attack(model, setup.data, held["trigger"], setup.train, poison,
+                                   name=name)
+        return outcome.model, outcome.info
+
+    model, info = trained_stage(setup, f"event_poison_{options.trigger}", build)
+    trigger = held["trigger"] if "trigger" in held else make_trigger()
+    return AttackOutcome(name, model, trigger, setup.target, info=info,
+                         triggers={options.trigger: trigger},
+                         poisoned_index=poison.index(setup.data.train.y).tolist())
+
+
+@register("attack", "dynamic", options=DynamicConfig, paper="sneaky_spikes")
+def dynamic(setup: AttackSetup, options: DynamicConfig | Mapping | None = None) -> AttackOutcome:
+    """Sneaky Spikes dynamic attack: a spiking autoencoder learns an input-specific trigger.
+
+    It is trained with the classifier; `poison_ratio` of the training split (non-target
+    samples) gets the backdoor term."""
+    config = _options(DynamicConfig, options)
+    _check_events(setup, "dynamic")
+    poison = PoisonConfig(setup.poison_ratio, setup.target, False, setup.seed)
+    path = None if setup.workdir is None else setup.workdir / "dynamic_trigger.safetensors"
+    held: dict = {}
+
+    def build() -> tuple[nn.Module, dict]:
+        outcome = dynamic_attack(setup.build_model(), setup.data, setup.train, poison, config,
+                                 name="sneaky_spikes/dynamic")
+        held["trigger"] = outcome.trigger
+        if path is not None:
+            outcome.trigger.save(path)
+        return outcome.model, outcome.info
+
+    model, info = trained_stage(setup, "dynamic", build)
+    trigger = held["trigger"] if "trigger" in held else DynamicTrigger.load(path, setup.device)
+    return AttackOutcome("sneaky_spikes/dynamic", model, trigger, setup.target, info=info,
+                         triggers={"dynamic": trigger},
+                         poisoned_index=poison.index(setup.data.train.y).tolist())
+
+
+# --------------------------------------------------------------------------- stealth
 
 
 def stealth_metrics(split: Split, trigger: Trigger, target: int | None = None,
@@ -184,3 +238,5 @@ def stealth_metrics(split: Split, trigger: Trigger, target: int | None = None,
     stats = perturbation_stats(clean, triggered)
     stats["event_count_change"] = event_count_change(clean, triggered)
     return stats
+
+

@@ -2,17 +2,16 @@
 
 - LR_B (``bptt``): surrogate-gradient BPTT of the SNN itself (IF or LIF neurons).
 - LR_C (``conversion``): train the ReLU twin, convert it with SpikingJelly's ``ann2snn``,
-  run the IF network for T steps (``ConvertedSNN``: ``model(x) -> logits``).
+  run the IF network for T steps (``converted.ConvertedSNN``: ``model(x) -> logits``).
 - LR_H (``hybrid``): LR_C, then a few epochs of surrogate-gradient BPTT at its T.
 ``detection`` holds the membrane/spike-statistics input detector; ``attack`` the poisoning
 shared by all rules. The experiment kind ``rules`` (snnbackdoor.experiments.rules) runs them
-side by side and writes the table of CA, ASR and migration rate against T.
+side by side; ``report.rules`` renders the table of CA, ASR and migration rate against T.
 """
 
-from .attack import EVENT_TRIGGERS, IMAGE_TRIGGERS, make_trigger, poison_training
+from . import attack, detection  # noqa: F401  (the rules' poisoning and input detector)
 from .bptt import train_bptt
 from .conversion import (
-    ConvertedSNN,
     convert_ann,
     load_converted,
     logits_over_time,
@@ -21,37 +20,20 @@ from .conversion import (
     save_converted,
     train_ann,
 )
-from .detection import (
-    SpikeStatsDetector,
-    auroc,
-    evaluate_detection,
-    spike_statistics,
-    spike_stats_detect,
-)
-from .hybrid import hybrid_finetune, make_trainable
-
-RULES = ("LR_B", "LR_C", "LR_H")
+from .converted import ConvertedSNN, make_trainable, surrogate_settings
+from .hybrid import hybrid_finetune
 
 __all__ = [
-    "EVENT_TRIGGERS",
-    "IMAGE_TRIGGERS",
-    "RULES",
     "ConvertedSNN",
-    "SpikeStatsDetector",
-    "auroc",
     "convert_ann",
-    "evaluate_detection",
     "hybrid_finetune",
     "load_converted",
     "logits_over_time",
     "make_trainable",
-    "make_trigger",
     "measure_over_time",
     "migration_rate",
-    "poison_training",
     "save_converted",
-    "spike_statistics",
-    "spike_stats_detect",
+    "surrogate_settings",
     "train_ann",
     "train_bptt",
 ]

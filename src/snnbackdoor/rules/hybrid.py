@@ -1,6 +1,6 @@
 """LR_H: LR_C, then a few epochs of surrogate-gradient BPTT on the converted SNN at its T.
 
-How the converted IF network is made trainable (``make_trainable``):
+How the converted IF network is trained (``converted.make_trainable``):
 - its neurons stay SpikingJelly's converter output, ``IFNode(v_threshold=1, v_reset=None)``
   (soft reset: the threshold is subtracted, the residue is kept), between the two fixed
   ``VoltageScaler``s that carry the threshold-balancing scale of each layer;
@@ -16,31 +16,9 @@ from __future__ import annotations
 
 import copy
 
-import torch
-from spikingjelly.activation_based import neuron
-
 from ..data.bundle import Split
-from ..models.kit import SURROGATES
 from ..training import TrainConfig, TrainResult, Transform, seed_everything, train
-from .conversion import ConvertedSNN
-
-
-def make_trainable(
-    model: ConvertedSNN, surrogate: str = "atan", detach_reset: bool = True
-) -> ConvertedSNN:
-    """Give the converter's IF nodes a surrogate gradient and make the weights trainable."""
-    if surrogate not in SURROGATES:
-        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
-    nodes = [m for m in model.modules() if isinstance(m, neuron.BaseNode)]
-    if not nodes:
-        raise ValueError("the model has no spiking node to train")
-    for node in nodes:
-        node.surrogate_function = SURROGATES[surrogate]()
-        node.detach_reset = bool(detach_reset)
-    for param in model.parameters():
-        param.requires_grad_(True)
-    model.trainable = {"surrogate": surrogate, "detach_reset": bool(detach_reset)}
-    return model
+from .converted import ConvertedSNN, make_trainable
 
 
 def hybrid_finetune(
@@ -55,7 +33,7 @@ def hybrid_finetune(
     augment: Transform | None = None,
 ) -> tuple[ConvertedSNN, TrainResult]:
     """A trained copy of ``converted`` (T steps, surrogate-gradient BPTT); the input is kept."""
-    seed_everything(config.seed)
+    seed_everything(0 if config.seed is None else config.seed)
     model = copy.deepcopy(converted)
     model.T = int(T)
     make_trainable(model, surrogate, detach_reset)
@@ -65,6 +43,4 @@ def hybrid_finetune(
     return model, result
 
 
-def trainable_parameters(model: torch.nn.Module) -> int:
-    """How many weights a fine-tune updates (the balancing scales are buffers, not counted)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+__all__ = ["hybrid_finetune", "make_trainable"]

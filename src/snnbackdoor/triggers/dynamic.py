@@ -12,7 +12,6 @@ the rest). The joint step plugs into ``training.train`` as a ``loss_fn``.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor
 from torch.func import functional_call
 
-from ..io import atomic_write_json
+from ..io import FileFormatError, load_tensors, save_tensors
+from .base import EVENTS, register_trigger
+
+FORMAT = "snnbackdoor-dynamic-trigger/1"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def apply_pattern(frames: Tensor, generator: nn.Module, gamma: float) -> Tensor:
     return frames + gamma * generator(frames)
 
 
+@register_trigger("dynamic", EVENTS, options=DynamicConfig, trained=True, paper="sneaky_spikes")
 @dataclass(frozen=True, eq=False)
 class DynamicTrigger:
     """The trained dynamic trigger: ``x -> x + gamma * g(x)``, g in eval mode, no gradients."""
@@ -144,25 +146,23 @@ class DynamicTrigger:
 
     def save(self, path: str | Path) -> Path:
         """Weights as safetensors plus ``<name>.json`` (builder args, gamma); never pickled."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.generator.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path)
-        atomic_write_json(path.with_suffix(".json"),
-                          {"generator": self.generator.config(), "gamma": self.gamma})
-        return path
+        return save_tensors(path, self.generator.state_dict(), FORMAT,
+                            {"generator": self.generator.config(), "gamma": self.gamma})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DynamicTrigger:
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        args = meta["generator"]
-        generator = SpikingAutoencoder(args["in_channels"], tuple(args["size"]), args["channels"],
-                                       args["tau"])
-        generator.load_state_dict(load_file(str(path)))
-        return cls(generator.to(device).eval(), float(meta["gamma"]))
+        """A trigger saved by `save`, checked against its sidecar; never unpickles."""
+        state, meta = load_tensors(path, FORMAT)
+        try:
+            args = meta["generator"]
+            generator = SpikingAutoencoder(int(args["in_channels"]), tuple(args["size"]),
+                                           int(args["channels"]), float(args["tau"]))
+            generator.load_state_dict(state)
+            gamma = float(meta["gamma"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise FileFormatError(f"{path} does not hold a dynamic trigger generator its sidecar "
+                                  f"describes ({err}); it is corrupted: delete it") from err
+        return cls(generator.to(device).eval(), gamma)
 
 
 # --------------------------------------------------------------------------- joint training

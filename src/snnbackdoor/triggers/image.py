@@ -14,85 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Position = str | tuple[int, int]
-
-_RANGE_TOLERANCE = 1e-6
-_NAMED_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "middle", "random")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
-    return f"object of type {type(x).__name__}"
-
-
-def check_unit_range(x: Tensor, expected: str) -> None:
-    """Raise ValueError unless every value of ``x`` lies in [0, 1] (a 1e-6 slack for rounding)."""
-    if x.numel() == 0:
-        return
-    low, high = float(x.min()), float(x.max())
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(
-            f"expected {expected} with values in [0, 1] (pixel space), got values in "
-            f"[{low:.4g}, {high:.4g}]; pass images before normalisation"
-        )
-
-
-def check_images(x: Tensor) -> None:
-    """Raise ValueError unless ``x`` is a float image batch [N, C, H, W] in [0, 1]."""
-    expected = "a float image batch [N, C, H, W]"
-    if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"expected {expected} in [0, 1], got {_describe(x)}")
-    check_unit_range(x, expected)
-
-
-def _check_images_or_frames(x: Tensor) -> None:
-    expected = "a float batch [N, C, H, W] (images) or [N, T, P, H, W] (frames)"
-    if not isinstance(x, Tensor) or x.ndim not in (4, 5) or not x.is_floating_point():
-        raise ValueError(f"expected {expected} in [0, 1], got {_describe(x)}")
-    check_unit_range(x, expected)
-
-
-def _seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def square_origin(
-    position: Position, size: int, height: int, width: int, seed: int = 0
-) -> tuple[int, int]:
-    """Top-left (row, col) of a ``size`` square at a named ``position`` or an explicit one.
-
-    ``"random"`` is one fixed position drawn from ``seed`` (the same for every call).
-    """
-    if size < 1 or size > height or size > width:
-        raise ValueError(f"trigger size {size} does not fit a {height}x{width} frame")
-    if isinstance(position, str):
-        if position not in _NAMED_POSITIONS:
-            raise ValueError(
-                f"unknown position {position!r}; use one of {_NAMED_POSITIONS} or a (row, col) pair"
-            )
-        if position == "random":
-            gen = _seeded_generator(seed)
-            row = int(torch.randint(0, height - size + 1, (1,), generator=gen))
-            col = int(torch.randint(0, width - size + 1, (1,), generator=gen))
-            return row, col
-        row = {"top": 0, "bottom": height - size}.get(position.split("_")[0], (height - size) // 2)
-        col = {"left": 0, "right": width - size}.get(position.split("_")[-1], (width - size) // 2)
-        return row, col
-    row, col = (int(v) for v in position)
-    if not (0 <= row <= height - size and 0 <= col <= width - size):
-        raise ValueError(
-            f"a {size}x{size} square at (row={row}, col={col}) does not fit a {height}x{width} "
-            "frame"
-        )
-    return row, col
-
+from .base import (
+    EVENTS,
+    IMAGES,
+    Position,
+    check_frames,
+    check_images,
+    check_images_or_frames,
+    check_unit_range,
+    register_trigger,
+    seeded_generator,
+    square_origin,
+)
 
 # --------------------------------------------------------------------------- power (BadSNN T_p)
 
@@ -105,6 +38,7 @@ def power_trigger(x: Tensor, q: float) -> Tensor:
     return x.clamp(0, 1) ** q
 
 
+@register_trigger("power", IMAGES)
 @dataclass(frozen=True)
 class PowerTrigger:
     """BadSNN power trigger ``x -> x ** q`` (q > 0; q = 1 is the identity)."""
@@ -132,18 +66,17 @@ def noise_trigger(x: Tensor, beta: float = 0.03, seed: int = 0, counts: bool = F
     anywhere.
     """
     if counts:
-        from .events import check_frames  # events imports this module
-
         check_frames(x)
     else:
-        _check_images_or_frames(x)
+        check_images_or_frames(x)
     if beta < 0:
         raise ValueError(f"noise amplitude beta must be >= 0, got {beta}")
-    noise = torch.rand(x.shape, generator=_seeded_generator(seed), dtype=torch.float64)
+    noise = torch.rand(x.shape, generator=seeded_generator(seed), dtype=torch.float64)
     noise = ((noise * 2 - 1) * beta).to(device=x.device, dtype=x.dtype)
     return (x + noise).clamp(0, 1)
 
 
+@register_trigger("noise", IMAGES + EVENTS)
 @dataclass(frozen=True)
 class NoiseTrigger:
     """BadSNN neuromorphic trigger T_s: bounded uniform noise, reproducible from ``seed``.
@@ -179,6 +112,7 @@ def badnet_trigger(
     return out
 
 
+@register_trigger("badnet", IMAGES)
 @dataclass(frozen=True)
 class BadNetTrigger:
     """BadNet white-square stamp (3x3, bottom-right by default)."""
@@ -202,7 +136,7 @@ class BadNetTrigger:
 
 def blend_pattern(shape: Sequence[int], seed: int = 0) -> Tensor:
     """The default Blend pattern: a uniform random image of ``shape`` (C, H, W) drawn from seed."""
-    return torch.rand(tuple(shape), generator=_seeded_generator(seed))
+    return torch.rand(tuple(shape), generator=seeded_generator(seed))
 
 
 def blend_trigger(
@@ -227,6 +161,7 @@ def blend_trigger(
     return (1 - alpha) * x + alpha * pattern
 
 
+@register_trigger("blend", IMAGES)
 @dataclass(frozen=True, eq=False)
 class BlendTrigger:
     """Blend attack: mix a fixed pattern (seeded random by default) into the image."""
@@ -263,7 +198,7 @@ def wanet_grid(
     """
     if k < 2:
         raise ValueError(f"WaNet k must be >= 2, got {k}")
-    ins = torch.rand(1, 2, k, k, generator=_seeded_generator(seed), dtype=torch.float64) * 2 - 1
+    ins = torch.rand(1, 2, k, k, generator=seeded_generator(seed), dtype=torch.float64) * 2 - 1
     ins = ins / ins.abs().mean()
     noise_grid = F.interpolate(ins, size=(height, width), mode="bicubic", align_corners=True)
     noise_grid = noise_grid.permute(0, 2, 3, 1)
@@ -304,6 +239,7 @@ def wanet_cross(
     return _warp(x, (grid + offsets / height).clamp(-1, 1)).clamp(0, 1)
 
 
+@register_trigger("wanet", IMAGES)
 @dataclass(frozen=True)
 class WaNetTrigger:
     """WaNet warping trigger (k=4, s=0.5); ``cross`` makes the noise-mode cross samples."""
@@ -351,6 +287,7 @@ def clean_label_stamp(x: Tensor, size: int = 3) -> Tensor:
     return out
 
 
+@register_trigger("clean_label", IMAGES)
 @dataclass(frozen=True)
 class CleanLabelStamp:
     """The clean-label attack's stamp (the PGD step belongs to the attack, not here)."""
