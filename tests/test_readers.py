@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snnbackdoor.data import readers
+from snnbackdoor.data import gtsrb
 from snnbackdoor.data.readers import (
     EXPECTED_LAYOUTS,
     DatasetLayoutError,
@@ -345,7 +345,7 @@ def test_gtsrb_cache_dir_and_unwritable_cache(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(readers, "_save_npz_atomic", refuse)
+    monkeypatch.setattr(gtsrb, "_save_npz_atomic", refuse)
     with pytest.warns(UserWarning, match="cache_dir"):
         data = read_gtsrb(tmp_path / "data", size=8)
     _assert_same(data, expected)

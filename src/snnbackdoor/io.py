@@ -4,7 +4,7 @@
 Every write goes to a temporary file in the same folder and is renamed, so a crash or Ctrl-C
 never leaves half a file; files get the user's umask (normally world-readable), so a results
 folder on a shared filesystem is readable by collaborators. Tensor files are never unpickled.
-This module imports nothing else of the package.
+This module imports only `errors` of the package.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import UserError
+
 MAX_JSON_DEPTH = 64
 
 
-class FileFormatError(ValueError):
+class FileFormatError(UserError, ValueError):
     """A file that is missing, corrupted, of the wrong shape, or not written by snnbackdoor."""
 
 
