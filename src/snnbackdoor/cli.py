@@ -239,18 +239,20 @@ def _fmt(value) -> str:
 @main.command()
 @click.option("--root", type=click.Path(), default=None, help="Folder to look for files in.")
 def datasets(root: str | None) -> None:
-    """List datasets, whether their files were found under --root, and the layouts."""
+    """List datasets, whether their files were found under --root (a few decoded, so corrupt
+    files are reported), and the layouts."""
+    from .data.registry import dataset_status
     from .registry import components
 
     entries = {c.name: c.meta["entry"] for c in components("dataset")}
+    problems = []
     for name, entry in entries.items():
-        if not entry.needs_root:
-            status = "embedded"
-        elif root and entry.find is not None:
-            status = "found" if entry.find(root) else f"not found under {root}"
-        else:
-            status = "needs --set dataset.root=PATH"
+        status, problem = dataset_status(entry, root)
+        if problem:
+            problems.append(f"  {name}: {one_line(problem, 300)}")
         click.echo(f"{name:12s} {status:28s} {entry.description}")
+    if problems:
+        click.echo("\nDamaged files under --root:\n" + "\n".join(problems))
     with_layout = [(n, e) for n, e in entries.items() if e.layout]
     if with_layout:
         click.echo("\nExpected layouts (pass the top folder as dataset.root):")

@@ -157,6 +157,21 @@ def read_sidecar(path: str | os.PathLike, fmt: str) -> dict:
     return meta
 
 
+def read_safetensors(path: str | os.PathLike,
+                     device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no sidecar); never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"file {path} does not exist")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FileFormatError(
+            f"{path} is not a readable safetensors file ({err}); it is corrupted or not ours. "
+            "snnbackdoor never unpickles model files."
+        ) from err
+
+
 def load_tensors(path: str | os.PathLike, fmt: str,
                  device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, sidecar) of a file written by `save_tensors`; never unpickles anything."""
@@ -164,11 +179,4 @@ def load_tensors(path: str | os.PathLike, fmt: str,
     if not path.is_file():
         raise FileFormatError(f"file {path} does not exist")
     meta = read_sidecar(path, fmt)
-    try:
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise FileFormatError(
-            f"{path} is not a readable safetensors file ({err}); it is corrupted or not ours. "
-            "snnbackdoor never unpickles model files."
-        ) from err
-    return tensors, meta
+    return read_safetensors(path, device), meta

@@ -71,7 +71,8 @@ def _load_pickle(name: str, path: Path) -> dict:
         with path.open("rb") as handle:
             obj = _ArrayUnpickler(handle, encoding="bytes").load()
     except UnsafePickleError as error:
-        raise UnsafePickleError(f"{path}: {error} (file not loaded)") from None
+        raise UnsafePickleError(f"{path}: {error}; the file was not loaded (it may be "
+                                "malicious): get the dataset from its official source") from None
     except Exception as error:  # truncated or corrupt: any failure of the unpickler
         raise layout_error(name, f"{path} is truncated or not a pickle ({error!r}).") from error
     if not isinstance(obj, dict):
@@ -167,3 +168,19 @@ def read_cifar10(root: StrPath) -> DatasetArrays:
 def read_cifar100(root: StrPath) -> DatasetArrays:
     """Read CIFAR-100 (fine labels) from ``cifar-100-python`` (under ``root`` or ``root``)."""
     return _read_cifar(_CIFAR100, root)
+
+
+def verify_cifar(spec: _CifarSpec, root: StrPath) -> None:
+    """Decode the meta file and the test batch, and check every training batch starts as a
+    pickle does (cheap: one batch of six is read), so a damaged copy is reported early."""
+    folder = _locate_cifar(spec, root)
+    _read_cifar_batch(spec, folder / spec.test_file)
+    _field(spec.name, _load_pickle(spec.name, folder / spec.meta_file), spec.names_key,
+           folder / spec.meta_file)
+    test_size = (folder / spec.test_file).stat().st_size
+    for name in spec.train_files:
+        path = folder / name
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head[:1] != b"\x80" or path.stat().st_size < test_size // 2:
+            raise layout_error(spec.name, f"{path} is truncated or not a pickle.")

@@ -241,3 +241,14 @@ def read_gtsrb(root: StrPath, size: int = 32, cache_dir: StrPath | None = None) 
         warnings.warn(f"could not cache decoded GTSRB at {cache_path} ({error}); pass a "
                       "writable cache_dir to avoid decoding again next time.", stacklevel=2)
     return {"train": train, "test": test, "classes": list(GTSRB_CLASSES)}
+
+
+def verify_gtsrb(root: StrPath, samples: int = 4) -> None:
+    """Parse every annotation file and decode a few images of each split (cheap)."""
+    train, test = _gtsrb_rows(_locate_gtsrb(root))
+    for rows in (train, test):
+        if not rows:
+            raise layout_error("gtsrb", "an annotation file lists no image.")
+        step = max(1, len(rows) // samples)
+        for row in rows[::step][:samples]:
+            _decode_gtsrb_image(row, 8)

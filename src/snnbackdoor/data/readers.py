@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .cifar import _CIFAR10, _CIFAR100, _locate_cifar, read_cifar10, read_cifar100
+from .cifar import _CIFAR10, _CIFAR100, _locate_cifar, read_cifar10, read_cifar100, verify_cifar
 from .formats import (
     EXPECTED_LAYOUTS,
     DatasetArrays,
@@ -30,7 +30,7 @@ from .formats import (
     layout_error,
     list_names,
 )
-from .gtsrb import GTSRB_CLASSES, GTSRB_NUM_CLASSES, _locate_gtsrb, read_gtsrb
+from .gtsrb import GTSRB_CLASSES, GTSRB_NUM_CLASSES, _locate_gtsrb, read_gtsrb, verify_gtsrb
 
 __all__ = [
     "EXPECTED_LAYOUTS", "GTSRB_CLASSES", "GTSRB_NUM_CLASSES", "READERS", "DatasetArrays",
@@ -138,11 +138,34 @@ _LOCATORS: dict[str, Callable[[StrPath], Any]] = {
 }
 
 
-def find_dataset(name: str, root: StrPath | None) -> bool:
-    """Say whether dataset ``name``'s files are under ``root``, checking names only (cheap)."""
+_VERIFIERS: dict[str, Callable[[StrPath], Any]] = {
+    "cifar10": lambda root: verify_cifar(_CIFAR10, root),
+    "cifar100": lambda root: verify_cifar(_CIFAR100, root),
+    "gtsrb": lambda root: verify_gtsrb(root),
+    "mnist": lambda root: read_mnist(root),  # small: reading it all is the cheap check
+}
+
+
+def _key(name: str) -> str:
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _LOCATORS:
         raise ValueError(f"unknown image dataset {name!r}; known: {', '.join(_LOCATORS)}")
+    return key
+
+
+def locate_dataset(name: str, root: StrPath | None) -> None:
+    """Raise DatasetLayoutError unless dataset ``name``'s files are under ``root`` (names)."""
+    _LOCATORS[_key(name)](root)
+
+
+def verify_dataset(name: str, root: StrPath | None) -> None:
+    """Like `locate_dataset`, and decode a sample of the files, so corrupt ones are named."""
+    _VERIFIERS[_key(name)](root)
+
+
+def find_dataset(name: str, root: StrPath | None) -> bool:
+    """Say whether dataset ``name``'s files are under ``root``, checking names only (cheap)."""
+    key = _key(name)
     try:
         _LOCATORS[key](root)
     except DatasetLayoutError:
