@@ -28,6 +28,11 @@ _OS_HINTS = {
 }
 
 
+def _short_path(path: object, limit: int = 120) -> str:
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if len(text) <= limit else f"{text[:60]}...{text[-40:]} ({len(text)} chars)"
+
+
 def os_error_message(err: OSError) -> str:
     """One line for a file-system error: the path, what the system said, what to do."""
     path = err.filename if err.filename is not None else None
@@ -35,7 +40,8 @@ def os_error_message(err: OSError) -> str:
         return str(err)
     if path is None:
         return f"{err.strerror}; check the paths given on the command line and in the config"
-    where = f"{path!s}" + (f" -> {err.filename2!s}" if err.filename2 is not None else "")
+    where = _short_path(path) + (f" -> {_short_path(err.filename2)}"
+                                 if err.filename2 is not None else "")
     if err.errno == errno.ENAMETOOLONG:
         return f"{where}: file name too long; choose a shorter name"
     if err.errno == errno.ENOSPC:

@@ -201,8 +201,9 @@ def parse_dataclass(cls, data: Any, prefix: str = ""):
     except (ValueError, KeyError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
-        message = err.args[0] if err.args else str(err)
-        raise ConfigError(f"{where}: {message}") from err
+        message = str(err.args[0] if err.args else err)
+        named = prefix and (message.startswith(f"{prefix}.") or f" {prefix}." in message)
+        raise ConfigError(message if named else f"{where}: {message}") from err
 
 
 def _key_parts(key: str, what: str) -> list[str]:

@@ -15,6 +15,10 @@ class UserError(Exception):
 
 
 def one_line(text: object, limit: int = 600) -> str:
-    """`text` folded onto one line (newlines become ' | '), cut at `limit` characters."""
+    """`text` folded onto one line (newlines become ' | '), at most `limit` characters: a long
+    one keeps its start and its end (where the advice is)."""
     flat = " | ".join(part.strip() for part in str(text).splitlines() if part.strip())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    if len(flat) <= limit:
+        return flat
+    tail = limit // 3
+    return f"{flat[: limit - tail - 5]} ... {flat[-tail:]}"

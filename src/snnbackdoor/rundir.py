@@ -81,9 +81,9 @@ class RunDir:
         if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
             raise RunDirError(f"the run folder {path!r} is empty; pass a folder with --out")
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise RunDirError(f"run folder {self.path} is a file; pass another --out")
         try:
+            if self.path.exists() and not self.path.is_dir():
+                raise RunDirError(f"run folder {self.path} is a file; pass another --out")
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "figures").mkdir(exist_ok=True)
         except OSError as err:

@@ -225,12 +225,14 @@ def check_root(name: str, root: str | None) -> None:
 
 
 def check_files(name: str, root: str | None) -> None:
-    """The root's folders and file names are those of `name` (cheap: nothing is decoded);
-    a DatasetLayoutError shows the expected layout otherwise."""
+    """The root holds `name`'s folders and files, and a few of them decode (well under a
+    second); a DatasetLayoutError shows the expected layout, a DatasetFileError names a
+    damaged file, before any run folder is made."""
     check_root(name, root)
     entry = get_entry(name)
-    if entry.needs_root and entry.locate is not None:
-        entry.locate(root)
+    check = entry.verify or entry.locate
+    if entry.needs_root and check is not None:
+        check(root)
 
 
 def dataset_status(entry: DatasetEntry, root: str | None) -> tuple[str, str]:
