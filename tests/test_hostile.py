@@ -327,6 +327,10 @@ def test_a_library_bug_keeps_its_traceback():
     assert user_message(AttributeError("no attribute")) is None
     assert user_message(UnknownComponentError("unknown model 'x'")) == "unknown model 'x'"
     assert user_message(PluginError("plugin 'p' failed")) == "plugin 'p' failed"
+    try:
+        yaml.safe_load("[1,")
+    except yaml.YAMLError as err:
+        assert "not valid YAML" in user_message(err) and "\n" not in user_message(err)
 
 
 # --------------------------------------------------------------------------- model files

@@ -10,7 +10,9 @@ import traceback
 from pathlib import Path
 
 import click
+import yaml
 
+from .config import yaml_problem
 from .errors import UserError, one_line
 from .registry import PluginError, UnknownComponentError
 
@@ -60,6 +62,9 @@ def user_message(err: BaseException) -> str | None:
         return str(err)
     if isinstance(err, NAMED_ERRORS):
         return one_line(err)
+    if isinstance(err, yaml.YAMLError):  # a value parsed outside config.load_yaml_text
+        return one_line(f"a value is not valid YAML ({yaml_problem(err)}); quote strings, "
+                        "close brackets")
     if isinstance(err, UnicodeDecodeError):
         return one_line(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); "
                         "save it as UTF-8")

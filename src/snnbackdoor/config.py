@@ -63,7 +63,7 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     """One line from a PyYAML error: what is wrong and where."""
     problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
     mark = getattr(err, "problem_mark", None)
@@ -107,7 +107,7 @@ def load_yaml_text(text: str, what: str) -> Any:
     except ConfigError as err:
         raise ConfigError(f"{what}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} is not valid YAML: {_yaml_problem(err)}") from None
+        raise ConfigError(f"{what} is not valid YAML: {yaml_problem(err)}") from None
     except RecursionError:
         raise ConfigError(f"{what} is nested too deeply; flatten it") from None
     check_shape(data, what)
@@ -276,3 +276,19 @@ def read_yaml(path: str | Path) -> dict:
 def to_dict(config) -> dict:
     """A dataclass config as plain data (for config.yaml in a run directory)."""
     return dataclasses.asdict(config)
+
+
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None,
+                integer: bool = False, low_open: bool = False) -> None:
+    """Refuse `value` for config key `key` unless it is a finite number (an integer when
+    `integer`) in [low, high] ((low, high] with `low_open`); for the option checks of every
+    component, so each says the same thing the same way."""
+    kind = "an integer" if integer else "a number"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or (integer and not isinstance(value, int)) or not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} must be {kind}, got {_show(value)}")
+    below = value <= low if low_open else value < low if low is not None else False
+    if below or (high is not None and value > high):
+        bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, " \
+                 f"{high if high is not None else 'inf'}]"
+        raise ConfigError(f"config key {key!r} must be {kind} in {bounds}, got {_show(value)}")
