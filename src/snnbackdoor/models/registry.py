@@ -64,21 +64,21 @@ _SPEC_CHECKS: dict[str, Callable[[object], bool]] = {
     "extra": lambda v: isinstance(v, dict),
 }
 _SPEC_RULES = {
-    "name": "a registered model name",
-    "num_classes": f"an integer in 1..{MAX_CLASSES}",
-    "in_channels": f"null or an integer in 1..{MAX_CHANNELS}",
-    "image_size": f"null or an integer in 1..{MAX_IMAGE_SIZE}",
-    "T": f"an integer in 1..{MAX_T}",
-    "neuron": f"one of {list(NEURONS)}",
-    "v_threshold": "a number > 0",
-    "tau": "a number > 1",
-    "surrogate": f"one of {sorted(SURROGATES)}",
-    "detach_reset": "true or false",
-    "encoding": f"one of {list(ENCODINGS)}",
-    "mean": "null or a list of finite numbers",
-    "std": "null or a list of finite numbers",
-    "ann": "true or false",
-    "extra": "a mapping",
+    "name": "must be a registered model name",
+    "num_classes": f"must be an integer in 1..{MAX_CLASSES}",
+    "in_channels": f"must be null or an integer in 1..{MAX_CHANNELS}",
+    "image_size": f"must be null or an integer in 1..{MAX_IMAGE_SIZE}",
+    "T": f"must be an integer in 1..{MAX_T}",
+    "neuron": f"unknown neuron: must be one of {list(NEURONS)}",
+    "v_threshold": "must be a number > 0",
+    "tau": "must be a number > 1",
+    "surrogate": f"must be one of {sorted(SURROGATES)}",
+    "detach_reset": "must be true or false",
+    "encoding": f"must be one of {list(ENCODINGS)}",
+    "mean": "must be null or a list of finite numbers",
+    "std": "must be null or a list of finite numbers",
+    "ann": "must be true or false",
+    "extra": "must be a mapping",
 }
 
 
@@ -111,11 +111,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         """Types and ranges of every field, checked before any layer is built (a spec may
         come from a downloaded file: huge, negative or fractional sizes are refused)."""
-        problems = [f"{key}={_short(getattr(self, key))}" for key, test in _SPEC_CHECKS.items()
-                    if not test(getattr(self, key))]
+        problems = [f"{key}={_short(getattr(self, key))} ({_SPEC_RULES[key]})"
+                    for key, test in _SPEC_CHECKS.items() if not test(getattr(self, key))]
         if problems:
-            raise ValueError(f"model spec has invalid {', '.join(problems)}; expected: "
-                             + "; ".join(_SPEC_RULES[k.split("=")[0]] for k in problems))
+            raise ValueError(f"model spec has invalid {'; '.join(problems)}")
         check_neuron_values(self.v_threshold, self.tau)
         stats = [s for s in (self.mean, self.std) if s is not None]
         if self.in_channels is not None and any(len(s) != self.in_channels for s in stats):
