@@ -50,3 +50,28 @@ def test_every_shipped_config_parses(path, tmp_path):
     if data["dataset"]["name"] not in ("digits", "ndigits"):  # the embedded ones need no root
         data["dataset"]["root"] = str(tmp_path)
     assert parse_config(data).kind == data["kind"]
+
+
+def test_strict_yaml_refuses_duplicates_aliases_loops_and_code(tmp_path):
+    from snnbackdoor.config import load_yaml_text
+
+    assert load_yaml_text("a: &x {k: 1}\nb: *x\n", "t") == {"a": {"k": 1}, "b": {"k": 1}}
+    for text, says in [("a: 1\na: 2", "duplicate key 'a'"), ("a: &x [1, *x]", "itself"),
+                       ("a: !!python/name:os.system", "not valid YAML"),
+                       ("a: " + "[" * 40 + "]" * 40, "deeper than")]:
+        with pytest.raises(ConfigError, match=says):
+            load_yaml_text(text, "t")
+    with pytest.raises(ConfigError, match=r"--set train.epochs value '\[1,' is not valid YAML"):
+        parse_config(BASE, ["train.epochs=[1,"])
+
+
+def test_check_range_says_the_bounds():
+    from snnbackdoor.config import check_range
+
+    check_range("a.b", 0.5, 0, 1, low_open=True)
+    with pytest.raises(ConfigError, match=r"'a.b' must be a number in \(0, 1\], got 0"):
+        check_range("a.b", 0, 0, 1, low_open=True)
+    with pytest.raises(ConfigError, match="must be an integer"):
+        check_range("n", 2.5, 1, None, integer=True)
+    with pytest.raises(ConfigError, match="must be a number"):
+        check_range("x", float("nan"))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snnbackdoor.data import readers
+from snnbackdoor.data import gtsrb
 from snnbackdoor.data.readers import (
     EXPECTED_LAYOUTS,
     DatasetLayoutError,
@@ -345,7 +345,7 @@ def test_gtsrb_cache_dir_and_unwritable_cache(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(readers, "_save_npz_atomic", refuse)
+    monkeypatch.setattr(gtsrb, "_save_npz_atomic", refuse)
     with pytest.warns(UserWarning, match="cache_dir"):
         data = read_gtsrb(tmp_path / "data", size=8)
     _assert_same(data, expected)
@@ -455,3 +455,20 @@ def test_find_dataset_and_layouts(tmp_path):
     assert not find_dataset("cifar100", tmp_path)
     with pytest.raises(ValueError, match="unknown"):
         find_dataset("imagenet", tmp_path)
+
+
+def test_verify_dataset_names_damaged_files_that_find_misses(tmp_path):
+    from snnbackdoor.data.readers import verify_dataset
+
+    _make_cifar10(tmp_path / "c", np.random.default_rng(31))
+    verify_dataset("cifar10", tmp_path / "c")
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:200])
+    assert find_dataset("cifar10", tmp_path / "c")  # names only: looks complete
+    with pytest.raises(DatasetLayoutError, match="data_batch_3 is truncated"):
+        verify_dataset("cifar10", tmp_path / "c")
+    _make_mnist(tmp_path / "m", gz=False)
+    images = tmp_path / "m" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-10])
+    with pytest.raises(DatasetLayoutError, match="truncated"):
+        verify_dataset("mnist", tmp_path / "m")

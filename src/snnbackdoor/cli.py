@@ -2,38 +2,119 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
+import yaml
 
-from .checkpoint import CheckpointError
+from .config import yaml_problem
+from .errors import UserError, one_line
+from .registry import PluginError, UnknownComponentError
 
-USER_ERRORS = (CheckpointError, FileNotFoundError, KeyError, ValueError)
+DEBUG_ENV = "SNNBACKDOOR_DEBUG"
+NAMED_ERRORS = (UserError, UnknownComponentError, PluginError)
+DEBUG_HINT = " (run with --debug for the traceback)"
+
+_OS_HINTS = {
+    FileNotFoundError: "does not exist; check the path",
+    PermissionError: "is not accessible (permission denied); choose another place or fix "
+                     "its permissions",
+    IsADirectoryError: "is a folder where a file was expected; name a file",
+    NotADirectoryError: "has a part that is a file, not a folder; choose another path",
+    FileExistsError: "already exists as something else; choose another path",
+}
+
+
+def _short_path(path: object, limit: int = 120) -> str:
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if len(text) <= limit else f"{text[:60]}...{text[-40:]} ({len(text)} chars)"
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for a file-system error: the path, what the system said, what to do."""
+    path = err.filename if err.filename is not None else None
+    if err.strerror is None:  # raised by our code (or a reader) with its own message
+        return str(err)
+    if path is None:
+        return f"{err.strerror}; check the paths given on the command line and in the config"
+    where = _short_path(path) + (f" -> {_short_path(err.filename2)}"
+                                 if err.filename2 is not None else "")
+    if err.errno == errno.ENAMETOOLONG:
+        return f"{where}: file name too long; choose a shorter name"
+    if err.errno == errno.ENOSPC:
+        return f"{where}: no space left on the device; free some space or choose another place"
+    if err.errno in (errno.EROFS,):
+        return f"{where}: read-only file system; choose a place you can write to"
+    for cls, hint in _OS_HINTS.items():
+        if isinstance(err, cls):
+            return f"{where} {hint} ({err.strerror})"
+    return f"{where}: {err.strerror}; check the path"
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or None for a library bug."""
+    if isinstance(err, UserError) and getattr(err, "multiline", False):
+        return str(err)
+    if isinstance(err, NAMED_ERRORS):
+        return one_line(err)
+    if isinstance(err, yaml.YAMLError):  # a value parsed outside config.load_yaml_text
+        return one_line(f"a value is not valid YAML ({yaml_problem(err)}); quote strings, "
+                        "close brackets")
+    if isinstance(err, UnicodeDecodeError):
+        return one_line(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); "
+                        "save it as UTF-8")
+    if isinstance(err, OSError):
+        return one_line(os_error_message(err))
+    if isinstance(err, (ValueError, KeyError)):  # raised with a message by a component's check
+        text = err.args[0] if err.args else type(err).__name__
+        return one_line(f"{text}{DEBUG_HINT}")
+    return None
+
+
+def debug_wanted(ctx: click.Context | None = None) -> bool:
+    """--debug on the command line or SNNBACKDOOR_DEBUG=1 in the environment."""
+    flag = bool(ctx is not None and ctx.meta.get("snnbackdoor.debug"))
+    return flag or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 class SnnGroup(click.Group):
-    """Turns expected user errors into one clear line and exit code 2, not a traceback."""
+    """Turns every user error into one line and exit code 2; a library bug keeps its
+    traceback, and --debug (or SNNBACKDOOR_DEBUG=1) shows the traceback of both."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as err:
-            message = err.args[0] if err.args else str(err)
-            click.echo(f"error: {message}", err=True)
-            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished stages are saved; run again to resume", err=True)
             sys.exit(130)
+        except click.exceptions.ClickException:
+            raise
+        except Exception as err:
+            message = user_message(err)
+            if message is None:
+                raise
+            if debug_wanted(ctx):
+                traceback.print_exc()
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=SnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an error (or {DEBUG_ENV}=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """snnbackdoor: mount, measure and defend against backdoors in spiking neural networks."""
+    ctx.meta["snnbackdoor.debug"] = debug
     threads = os.environ.get("SNNBACKDOOR_THREADS")
     if threads:
+        if not threads.strip().isdigit() or not 1 <= int(threads) <= 4096:
+            raise UserError(f"SNNBACKDOOR_THREADS={threads!r} must be a whole number of "
+                            "threads in 1..4096; unset it to use the default")
         import torch
 
         torch.set_num_threads(int(threads))
@@ -222,18 +303,20 @@ def _fmt(value) -> str:
 @main.command()
 @click.option("--root", type=click.Path(), default=None, help="Folder to look for files in.")
 def datasets(root: str | None) -> None:
-    """List datasets, whether their files were found under --root, and the layouts."""
+    """List datasets, whether their files were found under --root (a few decoded, so corrupt
+    files are reported), and the layouts."""
+    from .data.registry import dataset_status
     from .registry import components
 
     entries = {c.name: c.meta["entry"] for c in components("dataset")}
+    problems = []
     for name, entry in entries.items():
-        if not entry.needs_root:
-            status = "embedded"
-        elif root and entry.find is not None:
-            status = "found" if entry.find(root) else f"not found under {root}"
-        else:
-            status = "needs --set dataset.root=PATH"
+        status, problem = dataset_status(entry, root)
+        if problem:
+            problems.append(f"  {name}: {one_line(problem, 300)}")
         click.echo(f"{name:12s} {status:28s} {entry.description}")
+    if problems:
+        click.echo("\nDamaged files under --root:\n" + "\n".join(problems))
     with_layout = [(n, e) for n, e in entries.items() if e.layout]
     if with_layout:
         click.echo("\nExpected layouts (pass the top folder as dataset.root):")

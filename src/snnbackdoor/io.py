@@ -4,7 +4,7 @@
 Every write goes to a temporary file in the same folder and is renamed, so a crash or Ctrl-C
 never leaves half a file; files get the user's umask (normally world-readable), so a results
 folder on a shared filesystem is readable by collaborators. Tensor files are never unpickled.
-This module imports nothing else of the package.
+This module imports only `errors` of the package.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import UserError
+
 MAX_JSON_DEPTH = 64
 
 
-class FileFormatError(ValueError):
+class FileFormatError(UserError, ValueError):
     """A file that is missing, corrupted, of the wrong shape, or not written by snnbackdoor."""
 
 
@@ -155,6 +157,21 @@ def read_sidecar(path: str | os.PathLike, fmt: str) -> dict:
     return meta
 
 
+def read_safetensors(path: str | os.PathLike,
+                     device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no sidecar); never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"file {path} does not exist")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FileFormatError(
+            f"{path} is not a readable safetensors file ({err}); it is corrupted or not ours. "
+            "snnbackdoor never unpickles model files."
+        ) from err
+
+
 def load_tensors(path: str | os.PathLike, fmt: str,
                  device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, sidecar) of a file written by `save_tensors`; never unpickles anything."""
@@ -162,11 +179,4 @@ def load_tensors(path: str | os.PathLike, fmt: str,
     if not path.is_file():
         raise FileFormatError(f"file {path} does not exist")
     meta = read_sidecar(path, fmt)
-    try:
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise FileFormatError(
-            f"{path} is not a readable safetensors file ({err}); it is corrupted or not ours. "
-            "snnbackdoor never unpickles model files."
-        ) from err
-    return tensors, meta
+    return read_safetensors(path, device), meta

@@ -7,6 +7,8 @@ threshold or time constant, so setting, restoring and measuring them is one smal
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 SPIKING_NODE_TYPES = (sj_neuron.LIFNode, sj_neuron.ParametricLIFNode, sj_neuron.IFNode)
 
+MAX_NEURON_VALUE = 1e6  # a threshold or tau beyond this silences every neuron
 TAU_MESSAGE = (
     "tau must be > 1 in SpikingJelly's convention (H = V + (X - V) / tau). The BadSNN paper "
     "writes the decay factor 1/tau instead: paper tau 0.5 -> tau=2.0, paper 0.8 -> tau=1.25. "
@@ -37,7 +40,16 @@ class NeuronConfig:
 
 
 def check_neuron_values(v_threshold: float | None, tau: float | None) -> None:
-    """Refuse values SpikingJelly would accept silently but that make no sense."""
+    """Refuse values SpikingJelly would accept silently but that make no sense: a threshold
+    that is not a finite number > 0, a tau that is not a finite number > 1."""
+    for name, value in (("v_threshold", v_threshold), ("tau", tau)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > MAX_NEURON_VALUE:
+            raise ValueError(f"{name} must be a finite number below {MAX_NEURON_VALUE:g}, "
+                             f"got {value!r}")
     if v_threshold is not None and not float(v_threshold) > 0:
         raise ValueError(f"v_threshold must be > 0, got {v_threshold}")
     if tau is not None and not float(tau) > 1.0:

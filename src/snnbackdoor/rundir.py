@@ -7,6 +7,8 @@ read back instead of recomputed, so a crash or Ctrl-C loses only the stage in pr
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,49 @@ import torch.nn as nn
 import yaml
 
 from .checkpoint import load_model, save_model
-from .io import atomic_write_json, atomic_write_text, json_safe, read_json
+from .config import ConfigError, load_yaml_text
+from .errors import UserError
+from .io import FileFormatError, atomic_write_json, atomic_write_text, json_safe, read_json
+
+MAX_NAME_BYTES = 200  # a run or model name becomes a file name (255 bytes at most)
+
+
+class RunDirError(UserError, ValueError):
+    """A run folder that cannot be used: a bad name or path, or a changed config."""
+
+
+def check_run_name(name: object, what: str = "name") -> str:
+    """A run (or model) name is one plain folder name: no separators, not '.' or '..', not
+    empty, printable, short enough; so `runs/<name>` never writes outside `runs/`."""
+    text = name if isinstance(name, str) else ""
+    bad = (
+        not text.strip()
+        or text != text.strip()
+        or text in (".", "..")
+        or any(sep in text for sep in ("/", "\\", os.sep, os.altsep or "/"))
+        or any(not ch.isprintable() for ch in text)
+        or len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+    )
+    if bad:
+        raise RunDirError(f"{what} {name!r} is not a plain name: use letters, digits, '-', "
+                          f"'_' or '.', no '/' or '..', at most {MAX_NAME_BYTES} bytes "
+                          "(choose the folder itself with --out)")
+    return text
+
+
+def _check_stages(stages: dict, path: Path) -> dict:
+    """Every stage of stages.json is a mapping, and `_seconds` maps names to numbers."""
+    for name, value in stages.items():
+        seconds = name == "_seconds"
+        ok = isinstance(value, dict) and (not seconds or all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value.values()))
+        if not ok:
+            raise FileFormatError(
+                f"run file {path}: stage {name!r} is not a mapping of results; the file is "
+                "corrupted: delete the run folder (or pass another --out) to start over"
+            )
+    return stages
 
 
 def _changed_keys(before, after, prefix: str = "", extend_only: bool = False) -> list[str]:
@@ -34,13 +78,21 @@ class RunDir:
     """One run's folder: `config.yaml`, `metrics.json`, `log.jsonl`, models, figures."""
 
     def __init__(self, path: str | Path) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            raise RunDirError(f"the run folder {path!r} is empty; pass a folder with --out")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "figures").mkdir(exist_ok=True)
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise RunDirError(f"run folder {self.path} is a file; pass another --out")
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "figures").mkdir(exist_ok=True)
+        except OSError as err:
+            raise RunDirError(f"cannot create run folder {self.path}: "
+                              f"{err.strerror or err}; pass another --out") from None
         self.metrics_path = self.path / "metrics.json"
         self.stages_path = self.path / "stages.json"
         self.metrics: dict = self._read_json(self.metrics_path)
-        self.stages: dict = self._read_json(self.stages_path)
+        self.stages: dict = _check_stages(self._read_json(self.stages_path), self.stages_path)
 
     @staticmethod
     def _read_json(path: Path) -> dict:
@@ -55,7 +107,7 @@ class RunDir:
         `extendable` may gain entries (e.g. more defenses in a matrix), never change them."""
         path = self.path / "config.yaml"
         if self.stages and path.exists():
-            before = yaml.safe_load(path.read_text()) or {}
+            before = self.read_config()
             after = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
             changed = sorted(
                 k for key in set(before) | set(after)
@@ -64,11 +116,24 @@ class RunDir:
             )
             if changed:
                 shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
-                raise ValueError(
+                raise RunDirError(
                     f"{self.path} holds finished stages of a run with a different config "
                     f"(changed: {shown}); pass another --out, or delete the folder to start over"
                 )
         atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self) -> dict:
+        """The run's config.yaml read back and checked; a broken one is reported."""
+        path = self.path / "config.yaml"
+        try:
+            data = load_yaml_text(path.read_text(encoding="utf-8"), f"run file {path}")
+        except (ConfigError, UnicodeDecodeError, OSError) as err:
+            raise FileFormatError(f"{err}; the run folder is damaged: delete it or pass "
+                                  "another --out") from None
+        if not isinstance(data, dict):
+            raise FileFormatError(f"run file {path} does not hold a mapping; the run folder "
+                                  "is damaged: delete it or pass another --out")
+        return data
 
     def log(self, **event) -> None:
         event = {"time": round(time.time(), 3), **event}

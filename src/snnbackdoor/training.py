@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from tqdm.auto import tqdm
 from .data.bundle import Split
 from .models.classifier import stored_channels_last
 from .neurons import NeuronConfig, use_config
+
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 24
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -54,8 +58,23 @@ class TrainConfig:
             raise ValueError(
                 f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
             )
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("train.epochs must be >= 0, batch_size >= 1 and lr > 0")
+        checks = (
+            ("epochs", self.epochs, 0, MAX_EPOCHS, int),
+            ("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, int),
+            ("lr", self.lr, 0.0, 100.0, float),
+            ("weight_decay", self.weight_decay, 0.0, 1.0, float),
+            ("momentum", self.momentum, 0.0, 1.0, float),
+        )
+        for key, value, low, high, kind in checks:
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or (kind is int and value != int(value)):
+                raise ValueError(f"train.{key} must be a finite {kind.__name__}, got {value!r}")
+            if not low <= value <= high or (key == "lr" and value == 0):
+                raise ValueError(f"train.{key} must be in [{low}, {high}]"
+                                 + (" and > 0" if key == "lr" else "") + f", got {value!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(
+                self.seed, numbers.Integral) or not 0 <= self.seed < 2**32):
+            raise ValueError(f"train.seed must be an integer in [0, 2**32), got {self.seed!r}")
 
 
 @dataclass

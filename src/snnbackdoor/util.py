@@ -6,13 +6,23 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as torch reads it."""
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' of a GPU present."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise ValueError(f"device {name!r} is not a torch device (use auto, cpu or cuda)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; "
+                             "use auto or cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and not 0 <= device.index < count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0..cuda:{count - 1}; pick one of them or use auto")
     return device

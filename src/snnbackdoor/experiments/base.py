@@ -19,13 +19,17 @@ import torch.nn as nn
 from ..config import ConfigError, apply_overrides, parse_dataclass, read_yaml, to_dict
 from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, DatasetInfo
-from ..data.registry import check_root, get_entry, load_dataset
+from ..data.registry import check_files, check_options, check_root, get_entry, load_dataset
 from ..models.kit import NEURONS, SURROGATES
 from ..models.registry import ModelSpec, build_model
 from ..neurons import check_neuron_values
 from ..registry import get, register
-from ..rundir import RunDir
+from ..rundir import RunDir, RunDirError, check_run_name
 from ..training import TrainConfig, evaluate, seed_everything, train
+from ..util import resolve_device
+
+MAX_T = 1024  # time steps: memory grows linearly with T
+MAX_GRID = 1000  # values in one analysis grid
 
 
 @dataclass
@@ -37,13 +41,10 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        entry = get_entry(self.name)
-        unknown = set(self.options) - set(entry.options)
-        if unknown:
-            raise ValueError(
-                f"dataset.options has no {sorted(unknown)} for {self.name}; "
-                f"valid: {list(entry.options)}"
-            )
+        check_options(self.name, self.options)  # unknown names and values out of range
+        if self.root is not None and not self.root.strip():
+            raise ValueError("dataset.root is empty; remove the key or give the folder that "
+                             "holds the dataset")
 
 
 @dataclass
@@ -64,8 +65,8 @@ class ModelConfig:
             raise ValueError(f"model.neuron must be one of {list(NEURONS)}, got {self.neuron!r}")
         if self.surrogate not in SURROGATES:
             raise ValueError(f"model.surrogate must be one of {sorted(SURROGATES)}")
-        if self.T < 1:
-            raise ValueError(f"model.T must be >= 1, got {self.T}")
+        if not 1 <= self.T <= MAX_T:
+            raise ValueError(f"model.T must be in 1..{MAX_T} time steps, got {self.T}")
         check_neuron_values(self.v_threshold, self.tau)
 
 
@@ -84,8 +85,11 @@ class AnalyzeConfig:
             check_neuron_values(None, tau)
         for v in self.v_thresholds:
             check_neuron_values(v, None)
-        if any(q <= 0 for q in self.powers):
-            raise ValueError("analyze.powers must all be > 0")
+        if any(not 0 < q <= 100 for q in self.powers):
+            raise ValueError("analyze.powers must all be in (0, 100]")
+        for key in ("v_thresholds", "taus", "powers"):
+            if not 1 <= len(getattr(self, key)) <= MAX_GRID:
+                raise ValueError(f"analyze.{key} must list 1..{MAX_GRID} values")
 
 
 @dataclass
@@ -102,8 +106,33 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_run_name(self.name, "name")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed}")
+        resolve_device(self.device)  # cuda:9 on a one-GPU machine fails here, not mid-run
+        if self.train.epochs < 1:
+            raise ValueError("train.epochs must be >= 1 for a run (it trains a model)")
+        classes = get_entry(self.dataset.name).num_classes
+        for key, target in _target_classes(self):
+            if classes is not None and not 0 <= target < classes:
+                raise ValueError(f"{key}={target} is not a class of {self.dataset.name} "
+                                 f"(0..{classes - 1})")
         if self.train.seed is None:
             self.train = dataclasses.replace(self.train, seed=self.seed)
+
+
+def _target_classes(config) -> list[tuple[str, int]]:
+    """(key, value) of every integer field named `target` in the config or one of its
+    sections, so each experiment's target class is checked against the dataset at parse."""
+    found = []
+    for section in [None, *(f.name for f in dataclasses.fields(config))]:
+        node = config if section is None else getattr(config, section)
+        if not dataclasses.is_dataclass(node):
+            continue
+        value = getattr(node, "target", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            found.append((f"{section}.target" if section else "target", value))
+    return found
 
 
 @dataclass
@@ -190,6 +219,15 @@ def train_clean(config, data: DatasetBundle, device, description: str = "clean")
     return model, info
 
 
+def run_folder(config, out: str | Path | None) -> Path:
+    """The run folder, checked before it is created: `out` not empty, the default
+    runs/<name> with a plain name, and the dataset's files where the config says."""
+    if out is not None and not str(out).strip():
+        raise RunDirError("--out is empty; pass a folder, or leave it out for runs/<name>")
+    check_files(config.dataset.name, config.dataset.root)
+    return Path(out) if out is not None else Path("runs") / check_run_name(config.name)
+
+
 def run_experiment(config, out: str | Path | None = None, executor=None) -> RunResult:
     """Run a validated config into `out` (default runs/<name>), resuming finished stages.
     A runner that splits its work takes an `executor` keyword (see snnbackdoor.executors,
@@ -199,7 +237,7 @@ def run_experiment(config, out: str | Path | None = None, executor=None) -> RunR
     if isinstance(config, dict):
         config = parse_config(config)
     runner = get("experiment", config.kind).obj
-    run = RunDir(out or Path("runs") / config.name)
+    run = RunDir(run_folder(config, out))
     run.write_config(to_dict(config), getattr(config, "extendable", ()))
     if "executor" in inspect.signature(runner).parameters:
         metrics = runner(config, run, executor=executor)
