@@ -5,7 +5,7 @@ A component registers itself next to its code with `@register(kind, name)`. Disc
 eager: the first lookup imports every built-in package (each imports all of its modules) and
 every module named by an entry point of the group `snnbackdoor.plugins`, so every name is
 known before any is resolved, and an unknown name gets a did-you-mean over all of them.
-This module imports nothing else of the package: every layer may use it.
+It imports only `errors` of the package: every layer may use it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
+
+from .errors import UserError
 
 KINDS: dict[str, str] = {
     "model": "network bodies, wrapped as SpikingClassifier by build_model",
@@ -39,14 +41,14 @@ BUILTIN_PACKAGES = (
 PLUGIN_GROUP = "snnbackdoor.plugins"
 
 
-class UnknownComponentError(KeyError, ValueError):
+class UnknownComponentError(UserError, KeyError, ValueError):
     """A name that no registered component has; the message suggests the closest one."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
-class PluginError(RuntimeError):
+class PluginError(UserError, RuntimeError):
     """A plugin named by the `snnbackdoor.plugins` entry-point group failed to import."""
 
 

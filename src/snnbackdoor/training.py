@@ -88,8 +88,10 @@ class TrainResult:
         return asdict(self)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a generator for batch order."""
+def seed_everything(seed: int | None) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for batch order (None: seed 0, as a
+    TrainConfig whose seed no experiment has set)."""
+    seed = 0 if seed is None else int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -216,7 +218,7 @@ def train(
     `<description>/<key>` scalars.
     """
     device = model_device(model)
-    generator = seed_everything(0 if config.seed is None else config.seed)
+    generator = seed_everything(config.seed)
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     drop_last = config.compile and len(train_split) >= config.batch_size
     if drop_last:

@@ -31,7 +31,7 @@ def train_bptt(
         if neuron not in NEURONS:
             raise ValueError(f"unknown neuron {neuron!r}; choose one of {list(NEURONS)}")
         overrides["neuron"] = neuron
-    seed_everything(0 if config.seed is None else config.seed)  # None: as train()
+    seed_everything(config.seed)
     model = build_model(spec, **overrides).to(device)
     name = neuron or spec.neuron
     result = train(model, train_split, config, val_split, augment=augment,

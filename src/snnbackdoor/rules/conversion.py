@@ -118,7 +118,7 @@ def train_ann(
     augment: Transform | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Build the ReLU twin of ``spec`` (same topology) and train it with the one trainer."""
-    seed_everything(0 if config.seed is None else config.seed)  # None: as train()
+    seed_everything(config.seed)
     ann = build_model(spec, ann=True).to(device)
     result = train(ann, train_split, config, val_split, augment=augment,
                    description=description)

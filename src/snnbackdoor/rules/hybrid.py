@@ -33,7 +33,7 @@ def hybrid_finetune(
     augment: Transform | None = None,
 ) -> tuple[ConvertedSNN, TrainResult]:
     """A trained copy of ``converted`` (T steps, surrogate-gradient BPTT); the input is kept."""
-    seed_everything(0 if config.seed is None else config.seed)
+    seed_everything(config.seed)
     model = copy.deepcopy(converted)
     model.T = int(T)
     make_trainable(model, surrogate, detach_reset)
