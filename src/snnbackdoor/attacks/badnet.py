@@ -9,7 +9,7 @@ from ..data.bundle import DatasetInfo
 from ..registry import register
 from ..triggers.image import _NAMED_POSITIONS, BadNetTrigger
 from .base import AttackOutcome, AttackSetup
-from .dirty_label import check_image_data, dirty_label_poisoning, options_record, train_poisoned
+from .dirty_label import dirty_label_attack
 
 POSITIONS = _NAMED_POSITIONS
 
@@ -48,8 +48,4 @@ class BadNetOptions:
 def badnet(setup: AttackSetup, options: BadNetOptions | None = None) -> AttackOutcome:
     """BadNet: a 3x3 white square (bottom-right) on `poison_ratio` of the training split,
     drawn by seed from non-target classes and relabelled to the target."""
-    options = options or BadNetOptions()
-    check_image_data(setup, "badnet")
-    trigger = options.trigger(setup.data.info, setup.seed)
-    return train_poisoned("badnet", setup, trigger,
-                          lambda: dirty_label_poisoning(setup, trigger), options_record(options))
+    return dirty_label_attack("badnet", setup, options or BadNetOptions())

@@ -13,7 +13,7 @@ from ..data.bundle import DatasetInfo
 from ..registry import register
 from ..triggers.image import BlendTrigger
 from .base import AttackOutcome, AttackSetup
-from .dirty_label import check_image_data, dirty_label_poisoning, options_record, train_poisoned
+from .dirty_label import dirty_label_attack, options_record
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,5 @@ def blend(setup: AttackSetup, options: BlendOptions | None = None) -> AttackOutc
     """Blend: a fixed pattern mixed in at alpha 0.2 on `poison_ratio` of the training split,
     drawn by seed from non-target classes and relabelled to the target."""
     options = options or BlendOptions()
-    check_image_data(setup, "blend")
-    trigger = options.trigger(setup.data.info, setup.seed)
     record = {**options_record(options), "seed": options.pattern_seed(setup.seed)}
-    return train_poisoned("blend", setup, trigger,
-                          lambda: dirty_label_poisoning(setup, trigger), record)
+    return dirty_label_attack("blend", setup, options, record)

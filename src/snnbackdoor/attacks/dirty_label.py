@@ -96,6 +96,16 @@ def train_poisoned(name: str, setup: AttackSetup, trigger: Trigger,
 
     model, info = trained_stage(setup, "model", build)
     return AttackOutcome(name, model, trigger, int(setup.target), info,
-                         triggers={"trigger": trigger},
+                         triggers={name: trigger},
                          poisoned_index=[int(i) for i in info["poisoned_index"]])
 
+
+
+def dirty_label_attack(name: str, setup: AttackSetup, options,
+                       record: dict | None = None) -> AttackOutcome:
+    """An image attack whose options build its trigger (`options.trigger(info, seed)`),
+    poisoned all-to-one (`dirty_label_poisoning`) and trained by `train_poisoned`."""
+    check_image_data(setup, name)
+    trigger = options.trigger(setup.data.info, setup.seed)
+    return train_poisoned(name, setup, trigger, lambda: dirty_label_poisoning(setup, trigger),
+                          options_record(options) if record is None else record)
