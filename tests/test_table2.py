@@ -188,7 +188,7 @@ def test_the_matrix_runs_an_attack_it_has_never_heard_of(tmp_path, scratch_regis
                              info={"summary": "a stripe that does nothing", "nested": {"a": 1}},
                              poisoned_index=[0, 1, 2], deployed={"v_threshold": 1.0})
 
-    config = parse_config(tiny(attacks=["stripe"], target=2, seed=3,
+    config = parse_config(tiny(attacks=["stripe"], target=2, seed=3, detectors=["spike_stats"],
                                attack_options={"stripe": {"value": 0.5,
                                                           "train": {"epochs": 3}}}))
     result = run_experiment(config, tmp_path / "run")
@@ -201,6 +201,8 @@ def test_the_matrix_runs_an_attack_it_has_never_heard_of(tmp_path, scratch_regis
     assert attack["summary"] == "a stripe that does nothing" and "nested" not in attack
     assert attack["poisoned_count"] == 3 and attack["deployed"] == {"v_threshold": 1.0}
     assert result.metrics["table"][0]["attack"] == "stripe"
+    (row,) = result.metrics["detection"]  # the spike-statistics detector, registered too
+    assert row["detector"] == "spike_stats" and 0 <= row["auroc"] <= 1
     assert "- `stripe`: a stripe that does nothing" in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(ConfigError, match="Did you mean 'value'"):
         parse_config(tiny(attacks=["stripe"], attack_options={"stripe": {"valeu": 0.5}}))

@@ -149,15 +149,14 @@ class Table2Experiment(ExperimentConfig):
         _check_names("detector_options", self.detector_options, names("detector"))
         self._plans = {name: attack_plan(name, self.train, self.attack_options.get(name, {}))
                        for name in dict.fromkeys([*self.attacks, *self.attack_options])}
-        listed = {"defense": [d for d in self.defenses if d != NO_DEFENSE],
-                  "detector": self.detectors}
-        self._method_options = {
-            (kind, name): _parse_options(get(kind, name), given.get(name, {}),
-                                         f"{kind}_options.{name}")
-            for kind in ("defense", "detector")
-            for given in [getattr(self, f"{kind}_options")]
-            for name in dict.fromkeys([*listed[kind], *given])
-        }
+        self._method_options = {}
+        for kind, listed, given in (
+            ("defense", [d for d in self.defenses if d != NO_DEFENSE], self.defense_options),
+            ("detector", self.detectors, self.detector_options),
+        ):
+            for name in dict.fromkeys([*listed, *given]):
+                self._method_options[kind, name] = _parse_options(
+                    get(kind, name), given.get(name, {}), f"{kind}_options.{name}")
 
     def attack_plan(self, name: str) -> AttackPlan:
         """The parsed plan of attack `name` (component, options, recipe)."""
