@@ -46,6 +46,8 @@ class BadNetOptions:
 
 @register("attack", "badnet", options=BadNetOptions)
 def badnet(setup: AttackSetup, options: BadNetOptions | None = None) -> AttackOutcome:
-    """BadNet: a 3x3 white square (bottom-right) on `poison_ratio` of the training split,
-    drawn by seed from non-target classes and relabelled to the target."""
+    """BadNet: a white square stamped on poisoned samples, relabelled to the target.
+
+    `poison_ratio` of the training split, drawn by seed from non-target classes.
+    """
     return dirty_label_attack("badnet", setup, options or BadNetOptions())

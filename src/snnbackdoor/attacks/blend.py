@@ -71,8 +71,10 @@ def load_pattern(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 @register("attack", "blend", options=BlendOptions)
 def blend(setup: AttackSetup, options: BlendOptions | None = None) -> AttackOutcome:
-    """Blend: a fixed pattern mixed in at alpha 0.2 on `poison_ratio` of the training split,
-    drawn by seed from non-target classes and relabelled to the target."""
+    """Blend: a fixed pattern mixed into poisoned samples, relabelled to the target.
+
+    `poison_ratio` of the training split, drawn by seed from non-target classes.
+    """
     options = options or BlendOptions()
     record = {**options_record(options), "seed": options.pattern_seed(setup.seed)}
     return dirty_label_attack("blend", setup, options, record)

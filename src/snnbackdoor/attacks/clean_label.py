@@ -117,8 +117,10 @@ def surrogate_model(setup: AttackSetup) -> nn.Module:
 
 @register("attack", "clean_label", options=CleanLabelOptions)
 def clean_label(setup: AttackSetup, options: CleanLabelOptions | None = None) -> AttackOutcome:
-    """Clean-Label: PGD-hardened target-class samples (L_inf 8/255, 100 steps against a clean
-    surrogate) stamped with four corner checkerboards, labels kept."""
+    """Clean-Label: PGD-hardened target-class samples stamped in four corners, labels kept.
+
+    PGD (L_inf 8/255, 100 steps) runs against the clean surrogate, then the checkerboards.
+    """
     options = options or CleanLabelOptions()
     check_image_data(setup, "clean_label")
     trigger = options.trigger(setup.data.info, setup.seed)

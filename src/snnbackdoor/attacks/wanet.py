@@ -145,8 +145,11 @@ def wanet_poisoning(setup: AttackSetup, options: WaNetOptions,
 
 @register("attack", "wanet", options=WaNetOptions)
 def wanet(setup: AttackSetup, options: WaNetOptions | None = None) -> AttackOutcome:
-    """WaNet: a fixed smooth warp (k = 4, s = 0.5) relabelled to the target, with noise-mode
-    cross samples (ratio 2) keeping their labels; poisoned per batch by default."""
+    """WaNet: a fixed smooth warp relabelled to the target, plus noise-warped cross samples.
+
+    k = 4, s = 0.5, cross ratio 2 (cross samples keep their labels); poisoned per batch by
+    default (see the module docstring).
+    """
     options = options or WaNetOptions()
     check_image_data(setup, "wanet")
     trigger = options.trigger(setup.data.info, setup.seed)

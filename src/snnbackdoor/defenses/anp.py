@@ -219,8 +219,9 @@ def anp_prune(
     options: ANPOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` with ANP's low-mask BN channels pruned.
+    """ANP: prune the BN channels most sensitive to adversarial neuron perturbation.
 
+    Works on a copy of the model.
     The masks are optimised on the clean subset only; the pruning rule is the fixed mask
     threshold (0.2) or a fixed count, never tuned on the test split or on ASR. `val_split`
     is only measured for the report. `info` holds the masks and pruned channels.

@@ -44,8 +44,9 @@ def clp_prune(
     options: CLPOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` with CLP's outlier channels pruned (BN weight and bias zeroed).
+    """CLP: prune channels with outlying Lipschitz upper bounds (data-free).
 
+    The BN weight and bias of each pruned channel are zeroed in a copy of the model.
     Data-free: the only setting, u, is fixed (3); the clean subset lends only the input
     shape for the probe pass that checks which BN directly follows which conv. `val_split`
     is only measured for the report. `info['pruned']` maps BN names to channels.

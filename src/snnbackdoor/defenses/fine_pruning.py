@@ -105,8 +105,7 @@ def fine_prune(
     options: FinePruningOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` with the last conv layer's least-active channels pruned, then
-    fine-tuned on the clean subset.
+    """Fine-pruning: prune the last conv layer's dormant channels, then fine-tune.
 
     Activity is measured on the clean subset; how many channels go is chosen on clean
     validation data (`val_split`): the most that keep accuracy within `max_val_drop` (0.05)

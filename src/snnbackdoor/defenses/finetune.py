@@ -52,8 +52,9 @@ def fine_tune(
     options: FineTuneOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` fine-tuned on `clean_subset` at its deployed neuron config.
+    """Fine-tuning: a copy of the model trained on the defender's clean subset.
 
+    The copy stays at the model's deployed neuron config.
     Every setting is fixed in advance (no selection), so neither the test split nor ASR
     plays any part; `val_split`, if given, is only measured for the report
     (`info['val_accuracy']`).

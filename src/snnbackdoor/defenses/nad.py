@@ -73,7 +73,7 @@ def nad_repair(
     options: NADOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` repaired by attention distillation from a fine-tuned teacher.
+    """NAD: distil a fine-tuned teacher's attention maps into a copy of the model.
 
     All settings are the paper's fixed ones; the attended layers are found by type and
     spatial size (`block_outputs`: the last activation of each of the last three

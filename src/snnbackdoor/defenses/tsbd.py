@@ -253,8 +253,9 @@ def tsbd_repair(
     options: TSBDOptions | dict | None = None,
     seed: int = 0,
 ) -> Repaired:
-    """A copy of `model` repaired by TSBD's two stages.
+    """TSBD: zero the weights clean unlearning moves most, then activeness-aware fine-tuning.
 
+    Works on a copy of the model.
     n (the fraction of conv channels re-initialised) is chosen on clean validation data:
     the largest value of the reference's grid whose zeroed model, before stage 2, keeps
     `val_split` accuracy within `max_val_drop` (0.10) of the original's. Without a

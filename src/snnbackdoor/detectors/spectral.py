@@ -192,8 +192,9 @@ def spectral_detect(
     options: SpectralOptions | dict | None = None,
     seed: int = 0,
 ) -> Scores:
-    """Spectral signatures adapted to screening inputs (see the module docstring).
+    """Spectral signatures, adapted to screening inputs: distance from clean class spectra.
 
+    See the module docstring for the adaptation and the two statistics.
     Means and directions come from the clean subset only; its threshold scores are each
     computed with spectra fitted on the other folds (`folds`, 5). The screened inputs
     choose nothing.

@@ -209,7 +209,9 @@ def spike_stats_detect(
     options: SpikeStatsOptions | dict | None = None,
     seed: int = 0,
 ) -> Scores:
-    """Spike/membrane-statistics scores of screened inputs (any SNN with LIF/PLIF/IF nodes).
+    """Spike statistics: Mahalanobis distance of firing rates and membrane potentials.
+
+    Works on any SNN with LIF, PLIF or IF nodes.
 
     The defender's clean subset is split (seeded) into a part to fit the detector on and a
     part whose scores set the threshold at ``frr``; the screened inputs never choose

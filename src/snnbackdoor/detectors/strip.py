@@ -90,9 +90,10 @@ def strip_detect(
     options: STRIPOptions | dict | None = None,
     seed: int = 0,
 ) -> Scores:
-    """STRIP scores (negated mean entropy: higher = more suspicious) of the clean subset,
-    the clean inputs and the triggered inputs.
+    """STRIP: low prediction entropy under blends with clean images flags an input.
 
+    Scores are the negated mean entropy (higher = more suspicious) of the clean subset, the
+    clean inputs and the triggered inputs.
     The overlays come from the clean subset, whose own scores set the threshold at `frr`
     (0.05) in `detection_report`; the screened inputs choose nothing.
     """
