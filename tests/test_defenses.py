@@ -9,11 +9,12 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer, neuron
 
+from snnbackdoor import registry
 from snnbackdoor.attacks.poisoning import poison_split, triggered_non_target
 from snnbackdoor.data import Split, stratified_split
 from snnbackdoor.defenses import (
-    DETECTORS,
-    REPAIRS,
+    FineTuneOptions,
+    Repaired,
     block_outputs,
     clean_unlearning,
     clp_prune,
@@ -22,16 +23,21 @@ from snnbackdoor.defenses import (
     fine_tune,
     nad_repair,
     prune_by_masks,
+)
+from snnbackdoor.defenses.anp import NeuronMasks, adversarial_noise_step, anp_prune
+from snnbackdoor.defenses.base import run_repair
+from snnbackdoor.defenses.discovery import FeatureRecorder, last_conv_unit
+from snnbackdoor.defenses.nad import attention_loss
+from snnbackdoor.defenses.tsbd import TSBDOptions, neuron_scores, zero_reinit
+from snnbackdoor.detectors import (
+    Scores,
+    auroc,
+    detection_report,
     spectral_detect,
     spectral_removal,
     spectral_scores_from_features,
     strip_detect,
 )
-from snnbackdoor.defenses.anp import NeuronMasks, adversarial_noise_step, anp_prune
-from snnbackdoor.defenses.discovery import FeatureRecorder, last_conv_unit
-from snnbackdoor.defenses.nad import attention_loss
-from snnbackdoor.defenses.scoring import auroc
-from snnbackdoor.defenses.tsbd import TSBDOptions, neuron_scores, zero_reinit
 from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import SpikingClassifier, build_model
 from snnbackdoor.models.bodies import BasicBlock
@@ -102,13 +108,14 @@ def _asr(model, digits) -> float:
 def test_clp_prunes_the_planted_channel_and_no_other(digits, clean_subset):
     model = _fresh_digits_net(digits)
     untouched = clp_prune(model, clean_subset, None, QUIET)
-    assert untouched.defense_info["pruned_count"] == 0  # a fresh net has no outlier channel
+    assert untouched.info["pruned_count"] == 0  # a fresh net has no outlier channel
 
     with torch.no_grad():
         model.body[4].weight[7] *= 25.0  # outsized Lipschitz constant, BN left as it was
     saved = _state(model)
-    repaired = clp_prune(model, clean_subset, None, QUIET)
-    assert repaired.defense_info["pruned"] == {"body.5": [7]}
+    result = clp_prune(model, clean_subset, None, QUIET)
+    assert result.info["pruned"] == {"body.5": [7]}
+    repaired = result.model
     bn, original = repaired.body[5], model.body[5]
     assert bn.weight[7] == 0 and bn.bias[7] == 0
     others = torch.arange(64) != 7
@@ -138,9 +145,9 @@ def test_bn_that_does_not_follow_a_conv_is_not_paired():
     ]
     with torch.no_grad():
         body[0].weight[3] *= 50.0  # would be flagged if body.2 were wrongly paired with body.0
-    repaired = clp_prune(model, Split(x, torch.zeros(2)), None, QUIET)
-    assert "body.2" not in repaired.defense_info["pruned"]
-    assert torch.equal(repaired.body[2].weight, body[2].weight)
+    result = clp_prune(model, Split(x, torch.zeros(2)), None, QUIET)
+    assert "body.2" not in result.info["pruned"]
+    assert torch.equal(result.model.body[2].weight, body[2].weight)
 
 
 # --------------------------------------------------------------------------- STRIP / spectral
@@ -149,9 +156,11 @@ def test_bn_that_does_not_follow_a_conv_is_not_paired():
 def test_strip_separates_badnet_inputs(badnet_snn, digits, clean_subset):
     clean_x = digits.test.floats(torch.arange(60))
     triggered_x = triggered_non_target(digits.test, BadNetTrigger(), TARGET).x[:60]
-    report = strip_detect(
+    scores = strip_detect(
         badnet_snn, clean_subset, clean_x, triggered_x, {"overlays": 8, **QUIET}, seed=0
     )
+    assert scores.clean_subset.shape == (len(clean_subset),) and len(scores.triggered) == 60
+    report = detection_report(scores)
     assert _asr(badnet_snn, digits) > 0.9  # the fixture is backdoored
     assert report["auroc"] > 0.9
     # At 5% FRR fitted on 60 clean scores the rate moves by a few points with the thread
@@ -176,7 +185,8 @@ def test_spectral_scores_single_out_the_shifted_cluster():
 def test_spectral_detector_flags_badnet_inputs(badnet_snn, digits, clean_subset):
     clean_x = digits.test.floats(torch.arange(100))
     triggered_x = triggered_non_target(digits.test, BadNetTrigger(), TARGET).x[:100]
-    report = spectral_detect(badnet_snn, clean_subset, clean_x, triggered_x, {}, seed=0)
+    report = detection_report(spectral_detect(badnet_snn, clean_subset, clean_x, triggered_x,
+                                              {}, seed=0))
     assert report["layer"] == "body.11"  # the input of the last Linear: time-mean spikes
     assert report["auroc"] > 0.85
 
@@ -185,6 +195,20 @@ def test_auroc_known_values():
     assert auroc(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 1.0
     assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 0.0
     assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
+    assert auroc(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 3.0])) == 0.75
+
+
+def test_scores_become_verdicts_at_the_clean_subsets_threshold():
+    fit = torch.arange(100, dtype=torch.float64)  # the 0.9 quantile is 89.1
+    scores = Scores(fit, clean=torch.tensor([0.0, 50.0, 95.0, 99.0]),
+                    triggered=torch.tensor([10.0, 89.0, 90.0, 200.0, 300.0]), frr=0.1,
+                    info={"detector": "toy"})
+    report = detection_report(scores)
+    assert report["threshold"] == pytest.approx(89.1)
+    assert report["detection_rate"] == pytest.approx(3 / 5)  # 90, 200, 300
+    assert report["false_rejection_rate"] == pytest.approx(2 / 4)  # measured on clean inputs
+    assert report["auroc"] == pytest.approx(auroc(scores.clean, scores.triggered))
+    assert report["detector"] == "toy" and report["frr_target"] == 0.1
 
 
 # --------------------------------------------------------------------------- TSBD
@@ -250,8 +274,8 @@ def test_anp_prunes_masks_below_threshold(badnet_snn, badnet_ann, digits, clean_
     # end to end (ANN twin, few iterations): masks barely move, so a threshold near 1 makes
     # the rule prune something; exactly the channels below it lose their BN weight
     options = {"iterations": 4, "threshold": 0.999, **QUIET}
-    repaired = anp_prune(badnet_ann, clean_subset, None, options, seed=0)
-    info = repaired.defense_info
+    result = anp_prune(badnet_ann, clean_subset, None, options, seed=0)
+    repaired, info = result.model, result.info
     assert 0 < info["pruned_count"] < 96
     for name, values in info["masks"].items():
         values = torch.tensor(values)
@@ -298,11 +322,30 @@ def test_fine_tune_returns_a_copy_at_the_deployed_config(badnet_snn, digits, cle
     set_neuron_params(model, v_threshold=1.05)  # a non-nominal deployed config
     saved, params = _state(model), get_neuron_params(model)
     before = evaluate(model, digits.test)
-    repaired = fine_tune(model, clean_subset, None, {"epochs": 3, **QUIET}, seed=0)
+    result = fine_tune(model, clean_subset, None, FineTuneOptions(epochs=3, progress=False), 0)
+    repaired = result.model
     assert repaired is not model and _same_state(model, saved)
+    assert result.info["epochs"] == 3 and not repaired.training
     assert get_neuron_params(repaired) == params == get_neuron_params(model)
     assert not _same_state(repaired, saved)
     assert evaluate(repaired, digits.test) >= before - 0.05
+
+
+def test_run_repair_hands_back_an_eval_copy_at_the_deployed_config(badnet_snn, small_val):
+    model = copy.deepcopy(badnet_snn)
+    set_neuron_params(model, v_threshold=1.1)  # deployed away from the nominal config
+    params, saved = get_neuron_params(model), _state(model)
+
+    def careless_repair(work: nn.Module) -> dict:
+        work.train()
+        set_neuron_params(work, v_threshold=2.0, tau=3.0)
+        return {"touched": True}
+
+    result = run_repair("toy", model, small_val, careless_repair)
+    assert get_neuron_params(result.model) == params and not result.model.training
+    assert _same_state(model, saved) and get_neuron_params(model) == params
+    assert result.info == {"defense": "toy", "touched": True,
+                           "val_accuracy": evaluate(model, small_val)}
 
 
 # --------------------------------------------------------------------------- fine-pruning
@@ -316,8 +359,8 @@ def test_fine_pruning_prunes_the_least_active_channels(badnet_snn, digits, clean
         model.body[5].bias[silent] = -5.0
     unit = last_conv_unit(model, clean_subset.floats(slice(0, 2)))
     assert (unit.conv_name, unit.bn_name, unit.act_name) == ("body.4", "body.5", "body.6")
-    repaired = fine_prune(model, clean_subset, small_val, {"epochs": 1, "step": 4, **QUIET}, 0)
-    info = repaired.defense_info
+    result = fine_prune(model, clean_subset, small_val, {"epochs": 1, "step": 4, **QUIET}, 0)
+    repaired, info = result.model, result.info
     assert sorted(info["order"][:4]) == silent  # ranked first: zero activity
     assert set(silent) <= set(info["pruned"]) and info["pruned_count"] >= 4
     pruned = torch.tensor(info["pruned"])
@@ -340,32 +383,48 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(REPAIRS))
+def test_the_registry_holds_every_repair_and_detector():
+    assert set(registry.names("defense")) >= set(TINY)
+    assert set(registry.names("detector")) >= {"strip", "spectral", "spike_stats"}
+    for kind in ("defense", "detector"):
+        for component in registry.components(kind):
+            assert component.options is not None and component.description
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_every_repair_runs_on_the_ann_twin(name, badnet_ann, digits, clean_subset, small_val):
     saved = _state(badnet_ann)
-    repaired = REPAIRS[name](badnet_ann, clean_subset, small_val, {**TINY[name], **QUIET}, 1)
-    assert repaired is not badnet_ann and _same_state(badnet_ann, saved)
-    assert repaired.defense_info["defense"] == name
-    assert 0.0 <= repaired.defense_info["val_accuracy"] <= 1.0
-    logits = repaired(digits.test.floats(torch.arange(4)))
+    component = registry.get("defense", name)
+    options = component.options(**TINY[name], **QUIET)
+    result = component.obj(badnet_ann, clean_subset, small_val, options, 1)
+    assert isinstance(result, Repaired) and not hasattr(result.model, "defense_info")
+    assert result.model is not badnet_ann and _same_state(badnet_ann, saved)
+    assert result.info["defense"] == name
+    assert 0.0 <= result.info["val_accuracy"] <= 1.0
+    assert not result.model.training
+    logits = result.model(digits.test.floats(torch.arange(4)))
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", sorted(DETECTORS))
-def test_every_detector_runs_on_the_ann_twin(name, badnet_ann, digits, clean_subset):
+@pytest.mark.parametrize("name", ["strip", "spectral"])
+def test_every_image_detector_runs_on_the_ann_twin(name, badnet_ann, digits, clean_subset):
     clean_x = digits.test.floats(torch.arange(30))
     triggered_x = triggered_non_target(digits.test, BadNetTrigger(), TARGET).x[:30]
     options = {"overlays": 4} if name == "strip" else {}
-    report = DETECTORS[name](badnet_ann, clean_subset, clean_x, triggered_x, options, 0)
+    scores = registry.lookup("detector", name)(badnet_ann, clean_subset, clean_x, triggered_x,
+                                               options, 0)
+    assert isinstance(scores, Scores) and len(scores.clean) == len(scores.triggered) == 30
+    report = detection_report(scores)
     assert 0.0 <= report["detection_rate"] <= 1.0 and 0.0 <= report["auroc"] <= 1.0
 
 
 def test_nad_repair_runs_on_the_snn(badnet_snn, clean_subset, small_val):
-    repaired = nad_repair(
+    result = nad_repair(
         badnet_snn, clean_subset, small_val, {"teacher_epochs": 1, "epochs": 1, **QUIET}, 0
     )
-    assert repaired.defense_info["layers"] == ["body.2", "body.6"]
-    assert repaired.defense_info["betas"] == [1000.0, 1000.0]
+    assert result.info["layers"] == ["body.2", "body.6"]
+    assert result.info["betas"] == [1000.0, 1000.0]
+    assert 0.0 <= result.info["teacher_val_accuracy"] <= 1.0
 
 
 def test_unknown_option_fails_early(badnet_ann, clean_subset):

@@ -20,8 +20,10 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
-from ..training import evaluate, seed_everything
-from .discovery import finish, on_device, parse_options, repair_copy
+from ..registry import register
+from ..training import seed_everything
+from .base import Repaired, parse_options, repair_copy, run_repair
+from .discovery import on_device
 
 
 @dataclass
@@ -209,29 +211,30 @@ def prune_by_masks(
     return pruned
 
 
+@register("defense", "anp", options=ANPOptions)
 def anp_prune(
     model: nn.Module,
     clean_subset: Split,
     val_split: Split | None = None,
-    options: dict | None = None,
+    options: ANPOptions | dict | None = None,
     seed: int = 0,
-) -> nn.Module:
-    """A copy of `model` with ANP's low-mask BN channels pruned.
+) -> Repaired:
+    """ANP: prune the BN channels most sensitive to adversarial neuron perturbation.
 
+    Works on a copy of the model.
     The masks are optimised on the clean subset only; the pruning rule is the fixed mask
     threshold (0.2) or a fixed count, never tuned on the test split or on ASR. `val_split`
-    is only measured for the report. `defense_info` holds the masks and pruned channels.
+    is only measured for the report. `info` holds the masks and pruned channels.
     """
     opts = parse_options(ANPOptions, options, "anp")
-    masks = optimise_masks(model, clean_subset, opts, seed)
-    repaired = repair_copy(model)
-    pruned = prune_by_masks(repaired, masks, opts.threshold, opts.prune_count)
-    info = {
-        "defense": "anp",
-        "masks": {name: m.tolist() for name, m in masks.items()},
-        "pruned": pruned,
-        "pruned_count": sum(len(v) for v in pruned.values()),
-    }
-    if val_split is not None:
-        info["val_accuracy"] = evaluate(repaired, val_split)
-    return finish(repaired, info)
+
+    def work(repaired: nn.Module) -> dict:
+        masks = optimise_masks(model, clean_subset, opts, seed)
+        pruned = prune_by_masks(repaired, masks, opts.threshold, opts.prune_count)
+        return {
+            "masks": {name: m.tolist() for name, m in masks.items()},
+            "pruned": pruned,
+            "pruned_count": sum(len(v) for v in pruned.values()),
+        }
+
+    return run_repair("anp", model, val_split, work)

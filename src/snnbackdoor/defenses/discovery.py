@@ -11,9 +11,8 @@ and on the ANN twins.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -39,30 +38,6 @@ _TRACED_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, *ACTIVATION_TYPES)
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def parse_options(cls, options: dict | None, defense: str):
-    """Build an options dataclass from a dict; an unknown key fails with the valid ones."""
-    options = dict(options or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for defense {defense!r}; valid: {sorted(known)}"
-        )
-    return cls(**options)
-
-
-def repair_copy(model: nn.Module) -> nn.Module:
-    """A deep copy to repair: the caller's model (weights, neuron config) is never touched."""
-    return copy.deepcopy(model)
-
-
-def finish(model: nn.Module, info: dict) -> nn.Module:
-    """Hand a repaired model back in eval mode, with what the defense did in `defense_info`."""
-    model.eval()
-    model.defense_info = info
-    return model
 
 
 def sgd_config(

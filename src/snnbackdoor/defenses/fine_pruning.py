@@ -18,16 +18,10 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
+from ..registry import register
 from ..training import evaluate
-from .discovery import (
-    ConvUnit,
-    collect_features,
-    finish,
-    last_conv_unit,
-    parse_options,
-    probe_input,
-    repair_copy,
-)
+from .base import Repaired, parse_options, repair_copy, run_repair
+from .discovery import ConvUnit, collect_features, last_conv_unit, probe_input
 from .finetune import FineTuneOptions, fine_tune_in_place
 
 
@@ -103,56 +97,54 @@ def choose_prune_count(
     return chosen, sweep
 
 
+@register("defense", "fine_pruning", options=FinePruningOptions)
 def fine_prune(
     model: nn.Module,
     clean_subset: Split,
     val_split: Split | None = None,
-    options: dict | None = None,
+    options: FinePruningOptions | dict | None = None,
     seed: int = 0,
-) -> nn.Module:
-    """A copy of `model` with the last conv layer's least-active channels pruned, then
-    fine-tuned on the clean subset.
+) -> Repaired:
+    """Fine-pruning: prune the last conv layer's dormant channels, then fine-tune.
 
     Activity is measured on the clean subset; how many channels go is chosen on clean
     validation data (`val_split`): the most that keep accuracy within `max_val_drop` (0.05)
     of the unpruned model's, pruning in increasing activity and stopping at the first count
     that falls below. Never the test split, never ASR. Without `val_split`, `prune_count`
-    must be given. `defense_info` holds the ranking, the sweep and the pruned channels.
+    must be given. `info` holds the ranking, the sweep and the pruned channels.
     """
     opts = parse_options(FinePruningOptions, options, "fine_pruning")
-    repaired = repair_copy(model)
-    unit = last_conv_unit(repaired, probe_input(clean_subset, repaired))
-    activity = channel_activity(repaired, unit, clean_subset)
-    order = [int(i) for i in activity.argsort(stable=True)]
-    sweep: list[dict] = []
-    if opts.prune_count is not None:
-        count = min(int(opts.prune_count), len(order))
-    elif val_split is not None:
-        count, sweep = choose_prune_count(repaired, unit, order, val_split, opts)
-    else:
+    if opts.prune_count is None and val_split is None:
         raise ValueError(
             "fine_pruning chooses how much to prune on val_split: pass one, or "
             "set options['prune_count']"
         )
-    pruned = sorted(order[:count])
-    if pruned:
-        channel_masks(repaired, unit, pruned)
-    ft_opts = FineTuneOptions(
-        opts.epochs, opts.lr, opts.momentum, opts.weight_decay, opts.batch_size, opts.progress
-    )
-    fine_tune_in_place(repaired, clean_subset, ft_opts, seed, "fine-pruning fine-tune")
-    if pruned:
-        remove_masks(repaired, unit)
-    info = {
-        "defense": "fine_pruning",
-        "layer": unit.conv_name,
-        "activation": unit.act_name,
-        "activity": activity.tolist(),
-        "order": order,
-        "pruned": pruned,
-        "pruned_count": len(pruned),
-        "sweep": sweep,
-    }
-    if val_split is not None:
-        info["val_accuracy"] = evaluate(repaired, val_split)
-    return finish(repaired, info)
+
+    def work(repaired: nn.Module) -> dict:
+        unit = last_conv_unit(repaired, probe_input(clean_subset, repaired))
+        activity = channel_activity(repaired, unit, clean_subset)
+        order = [int(i) for i in activity.argsort(stable=True)]
+        sweep: list[dict] = []
+        if opts.prune_count is not None:
+            count = min(int(opts.prune_count), len(order))
+        else:
+            count, sweep = choose_prune_count(repaired, unit, order, val_split, opts)
+        pruned = sorted(order[:count])
+        if pruned:
+            channel_masks(repaired, unit, pruned)
+        ft_opts = FineTuneOptions(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
+                                  opts.batch_size, opts.progress)
+        fine_tune_in_place(repaired, clean_subset, ft_opts, seed, "fine-pruning fine-tune")
+        if pruned:
+            remove_masks(repaired, unit)
+        return {
+            "layer": unit.conv_name,
+            "activation": unit.act_name,
+            "activity": activity.tolist(),
+            "order": order,
+            "pruned": pruned,
+            "pruned_count": len(pruned),
+            "sweep": sweep,
+        }
+
+    return run_repair("fine_pruning", model, val_split, work)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..data.bundle import Split
-from ..training import evaluate, train
-from .discovery import finish, on_device, parse_options, repair_copy, sgd_config
+from ..registry import register
+from ..training import train
+from .base import Repaired, parse_options, run_repair
+from .discovery import on_device, sgd_config
 
 
 @dataclass
@@ -42,23 +44,25 @@ def fine_tune_in_place(
     return train(model, on_device(clean_subset, model), config, description=description).seconds
 
 
+@register("defense", "finetune", options=FineTuneOptions)
 def fine_tune(
     model: nn.Module,
     clean_subset: Split,
     val_split: Split | None = None,
-    options: dict | None = None,
+    options: FineTuneOptions | dict | None = None,
     seed: int = 0,
-) -> nn.Module:
-    """A copy of `model` fine-tuned on `clean_subset` at its deployed neuron config.
+) -> Repaired:
+    """Fine-tuning: a copy of the model trained on the defender's clean subset.
 
+    The copy stays at the model's deployed neuron config.
     Every setting is fixed in advance (no selection), so neither the test split nor ASR
     plays any part; `val_split`, if given, is only measured for the report
-    (`defense_info['val_accuracy']`).
+    (`info['val_accuracy']`).
     """
     opts = parse_options(FineTuneOptions, options, "finetune")
-    repaired = repair_copy(model)
-    seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
-    info = {"defense": "finetune", "epochs": opts.epochs, "seconds": seconds}
-    if val_split is not None:
-        info["val_accuracy"] = evaluate(repaired, val_split)
-    return finish(repaired, info)
+
+    def work(repaired: nn.Module) -> dict:
+        seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
+        return {"epochs": opts.epochs, "seconds": seconds}
+
+    return run_repair("finetune", model, val_split, work)

@@ -17,17 +17,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.bundle import Split
+from ..registry import register
 from ..training import evaluate, train
-from .discovery import (
-    FeatureRecorder,
-    block_outputs,
-    finish,
-    on_device,
-    parse_options,
-    probe_input,
-    repair_copy,
-    sgd_config,
-)
+from .base import Repaired, parse_options, repair_copy, run_repair
+from .discovery import FeatureRecorder, block_outputs, on_device, probe_input, sgd_config
 from .finetune import FineTuneOptions, fine_tune_in_place
 
 
@@ -42,7 +35,7 @@ class NADOptions:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
-    betas: Sequence[float] = (500.0, 1000.0, 1000.0)
+    betas: tuple[float, ...] = (500.0, 1000.0, 1000.0)
     p: float = 2.0
     layers: list[str] | None = field(default=None)  # module names; default: block_outputs()
     progress: bool = True
@@ -72,14 +65,15 @@ def attention_loss(
     return total
 
 
+@register("defense", "nad", options=NADOptions)
 def nad_repair(
     model: nn.Module,
     clean_subset: Split,
     val_split: Split | None = None,
-    options: dict | None = None,
+    options: NADOptions | dict | None = None,
     seed: int = 0,
-) -> nn.Module:
-    """A copy of `model` repaired by attention distillation from a fine-tuned teacher.
+) -> Repaired:
+    """NAD: distil a fine-tuned teacher's attention maps into a copy of the model.
 
     All settings are the paper's fixed ones; the attended layers are found by type and
     spatial size (`block_outputs`: the last activation of each of the last three
@@ -87,60 +81,42 @@ def nad_repair(
     is chosen on the test split or on ASR; `val_split` is only measured for the report.
     """
     opts = parse_options(NADOptions, options, "nad")
-    student = repair_copy(model)
-    layers = opts.layers or block_outputs(student, probe_input(clean_subset, student))
 
-    teacher = repair_copy(model)
-    teacher_opts = FineTuneOptions(
-        opts.teacher_epochs,
-        opts.lr,
-        opts.momentum,
-        opts.weight_decay,
-        opts.batch_size,
-        opts.progress,
-    )
-    fine_tune_in_place(teacher, clean_subset, teacher_opts, seed, "nad teacher")
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    def work(student: nn.Module) -> dict:
+        layers = opts.layers or block_outputs(student, probe_input(clean_subset, student))
+        teacher = repair_copy(model)
+        teacher_opts = FineTuneOptions(opts.teacher_epochs, opts.lr, opts.momentum,
+                                       opts.weight_decay, opts.batch_size, opts.progress)
+        fine_tune_in_place(teacher, clean_subset, teacher_opts, seed, "nad teacher")
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
-    with (
-        FeatureRecorder(teacher, layers) as teacher_maps,
-        FeatureRecorder(student, layers, detach=False) as student_maps,
-    ):
+        with (
+            FeatureRecorder(teacher, layers) as teacher_maps,
+            FeatureRecorder(student, layers, detach=False) as student_maps,
+        ):
 
-        def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, index) -> torch.Tensor:
-            with torch.no_grad():
-                teacher(x)
-            logits = net(x)
-            distill = attention_loss(
-                student_maps.ordered(), teacher_maps.ordered(), opts.betas, opts.p
-            )
-            return F.cross_entropy(logits, y) + distill
+            def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, index) -> torch.Tensor:
+                with torch.no_grad():
+                    teacher(x)
+                logits = net(x)
+                distill = attention_loss(
+                    student_maps.ordered(), teacher_maps.ordered(), opts.betas, opts.p
+                )
+                return F.cross_entropy(logits, y) + distill
 
-        config = sgd_config(
-            opts.epochs,
-            opts.lr,
-            opts.momentum,
-            opts.weight_decay,
-            opts.batch_size,
-            seed,
-            opts.progress,
-        )
-        result = train(
-            student,
-            on_device(clean_subset, student),
-            config,
-            loss_fn=loss_fn,
-            description="nad student",
-        )
-    info = {
-        "defense": "nad",
-        "layers": list(layers),
-        "betas": list(opts.betas)[len(opts.betas) - len(layers) :],
-        "seconds": result.seconds,
-    }
-    if val_split is not None:
-        info["val_accuracy"] = evaluate(student, val_split)
-        info["teacher_val_accuracy"] = evaluate(teacher, val_split)
-    return finish(student, info)
+            config = sgd_config(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
+                                opts.batch_size, seed, opts.progress)
+            result = train(student, on_device(clean_subset, student), config, loss_fn=loss_fn,
+                           description="nad student")
+        info = {
+            "layers": list(layers),
+            "betas": list(opts.betas)[len(opts.betas) - len(layers) :],
+            "seconds": result.seconds,
+        }
+        if val_split is not None:
+            info["teacher_val_accuracy"] = evaluate(teacher, val_split)
+        return info
+
+    return run_repair("nad", model, val_split, work)

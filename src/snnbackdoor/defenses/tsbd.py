@@ -21,17 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
+from ..registry import register
 from ..training import evaluate, make_optimizer, seed_everything
-from .discovery import (
-    conv_layers,
-    exact_accuracy,
-    finish,
-    on_device,
-    parse_options,
-    probe_input,
-    repair_copy,
-    sgd_config,
-)
+from .base import Repaired, parse_options, repair_copy, run_repair
+from .discovery import conv_layers, exact_accuracy, on_device, probe_input, sgd_config
 
 N_GRID = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 0.9)  # the reference's sweep
 
@@ -46,7 +39,7 @@ class TSBDOptions:
     max_unlearn_steps: int = 5000
     batch_size: int = 64
     n: float | None = None  # fraction of conv channels to re-initialise; None: choose on val
-    n_grid: Sequence[float] = N_GRID
+    n_grid: tuple[float, ...] = N_GRID
     max_val_drop: float = 0.10  # n keeps zeroed-model val accuracy >= original - this
     m: float = 0.7
     r: float = 0.05
@@ -252,51 +245,51 @@ def choose_n(
     return (chosen if chosen is not None else min(opts.n_grid)), sweep
 
 
+@register("defense", "tsbd", options=TSBDOptions)
 def tsbd_repair(
     model: nn.Module,
     clean_subset: Split,
     val_split: Split | None = None,
-    options: dict | None = None,
+    options: TSBDOptions | dict | None = None,
     seed: int = 0,
-) -> nn.Module:
-    """A copy of `model` repaired by TSBD's two stages.
+) -> Repaired:
+    """TSBD: zero the weights clean unlearning moves most, then activeness-aware fine-tuning.
 
+    Works on a copy of the model.
     n (the fraction of conv channels re-initialised) is chosen on clean validation data:
     the largest value of the reference's grid whose zeroed model, before stage 2, keeps
     `val_split` accuracy within `max_val_drop` (0.10) of the original's. Without a
     `val_split`, or with `n` given, no selection happens. The test split and ASR are never
-    looked at. `defense_info` holds the unlearning curve, the n sweep and the choice.
+    looked at. `info` holds the unlearning curve, the n sweep and the choice.
     """
     opts = parse_options(TSBDOptions, options, "tsbd")
-    convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model))]
-    if not convs:
-        raise ValueError("TSBD needs Conv2d layers (its neurons are conv output channels)")
-    unlearned = repair_copy(model)
-    unlearning = clean_unlearning(unlearned, clean_subset, opts, seed)
-    changes = weight_changes(model, unlearned, convs)
-    ranking = neuron_scores(changes)
-    del unlearned
 
-    sweep: list[dict] = []
-    if opts.n is not None:
-        n = opts.n
-    elif val_split is not None:
-        n, sweep = choose_n(model, changes, ranking, opts, val_split)
-    else:
-        n = 0.05  # the reference configuration's default ratio
-    repaired = repair_copy(model)
-    zeroed = zero_reinit(repaired, changes, ranking, n, opts.m)
-    activeness_aware_fine_tune(repaired, clean_subset, opts, seed)
-    info = {
-        "defense": "tsbd",
-        "unlearn_steps": unlearning.steps,
-        "unlearn_accuracies": unlearning.accuracies,
-        "unlearn_reached_bound": unlearning.reached_bound,
-        "n": n,
-        "n_sweep": sweep,
-        "reinit_channels": int(len(ranking) * n),
-        "zeroed_weights": zeroed,
-    }
-    if val_split is not None:
-        info["val_accuracy"] = evaluate(repaired, val_split)
-    return finish(repaired, info)
+    def work(repaired: nn.Module) -> dict:
+        convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model))]
+        if not convs:
+            raise ValueError("TSBD needs Conv2d layers (its neurons are conv output channels)")
+        unlearned = repair_copy(model)
+        unlearning = clean_unlearning(unlearned, clean_subset, opts, seed)
+        changes = weight_changes(model, unlearned, convs)
+        ranking = neuron_scores(changes)
+        del unlearned
+        sweep: list[dict] = []
+        if opts.n is not None:
+            n = opts.n
+        elif val_split is not None:
+            n, sweep = choose_n(model, changes, ranking, opts, val_split)
+        else:
+            n = 0.05  # the reference configuration's default ratio
+        zeroed = zero_reinit(repaired, changes, ranking, n, opts.m)
+        activeness_aware_fine_tune(repaired, clean_subset, opts, seed)
+        return {
+            "unlearn_steps": unlearning.steps,
+            "unlearn_accuracies": unlearning.accuracies,
+            "unlearn_reached_bound": unlearning.reached_bound,
+            "n": n,
+            "n_sweep": sweep,
+            "reinit_channels": int(len(ranking) * n),
+            "zeroed_weights": zeroed,
+        }
+
+    return run_repair("tsbd", model, val_split, work)

@@ -2,10 +2,11 @@
 
 Jin et al. poison the data once and hand the same poisoned set to every learning rule, so the
 rules differ only in how the SNN is obtained. Triggers come from the attacks' own factories
-(one place per trigger): images ``badnet``, ``blend``, ``wanet`` (attacks.baselines; WaNet
-here is the fixed warp stamped on the poisoned samples, without the noise-mode cross
-samples); event frames ``static``, ``moving``, ``smart``, ``framed``, ``strobing``, ``flash``
-(attacks.neuromorphic; ``smart`` is fitted on the clean training frames).
+(one place per trigger): images ``badnet``, ``blend``, ``wanet`` (the registered attacks'
+options build their triggers; WaNet here is the fixed warp stamped on the poisoned samples,
+without the noise-mode cross samples); event frames ``static``, ``moving``, ``smart``,
+``framed``, ``strobing``, ``flash`` (attacks.neuromorphic; ``smart`` is fitted on the clean
+training frames).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..attacks.baselines import make_trigger as make_image_trigger
 from ..attacks.neuromorphic import FRAME_TRIGGERS, build_frame_trigger
 from ..attacks.poisoning import PoisonedSplit, poison_split
+from ..config import parse_dataclass
 from ..data.bundle import DatasetBundle
+from ..registry import get
 
 Trigger = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,7 +46,8 @@ def make_trigger(name: str, options: dict | None, data: DatasetBundle, seed: int
         if ignored:
             raise ValueError(f"attack.options {ignored} belong to WaNet's own training; the "
                              "rules experiment stamps the fixed warp only")
-        return make_image_trigger(name, options, data.info, seed)
+        attack = get("attack", name)
+        return parse_dataclass(attack.options, options, "attack.options").trigger(data.info, seed)
     return build_frame_trigger(name, options, data.train.floats() if name == "smart" else None)
 
 

@@ -1,160 +1,24 @@
-"""Input detection from membrane-voltage and spike-pattern statistics (Jin et al.'s defense idea).
-
-Features of one input, read with forward hooks on every SpikingJelly node (any SNN here:
-BPTT models and converted IF networks alike):
-- per spiking layer: firing rate (spikes per neuron per step), mean and standard deviation
-  of the membrane potential over neurons and time steps (``store_v_seq``);
-- the spike pattern: per-channel (per-neuron for linear layers) firing rates of the last
-  spiking layer.
-The detector is fitted on clean inputs only: features are standardised, and the score is
-the Mahalanobis distance under a shrunk covariance (``(1 - a) * S + a * I`` in standardised
-units), either to the clean mean (``global``) or to the clean mean of the input's predicted
-class (``class``, shared covariance). The threshold is the (1 - FRR) quantile of scores on
-held-out clean inputs; no triggered input is ever used to fit or to set it.
-"""
+"""The learning-rules study's input detection: the spike/membrane-statistics detector
+(`detectors.spike_stats`) fitted on clean inputs, thresholded on held-out clean inputs, and
+screened on clean and triggered test inputs, for each scoring method."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from ..data.bundle import Split
-from ..defenses.scoring import auroc, detection_report
-from ..neurons import spiking_nodes
-from ..training import model_device
+from ..detectors.scoring import auroc, detection_report
+from ..detectors.spike_stats import (
+    METHODS,
+    SpikeStatsDetector,
+    feature_sets,
+    scores_from_features,
+    spike_statistics,
+    spike_stats_detect,
+)
 
-METHODS = ("global", "class")
-__all__ = ["METHODS", "SpikeStatsDetector", "SpikeStatsOptions", "auroc", "evaluate_detection",
-           "spike_statistics", "spike_stats_detect"]
-
-
-@torch.no_grad()
-def spike_statistics(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 256, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [N, classes], features [N, D]) of pixel-space inputs; see the module doc."""
-    nodes = spiking_nodes(model)
-    if not nodes:
-        raise ValueError("spike statistics need a model with SpikingJelly LIF, PLIF or IF nodes")
-    device = model_device(model)
-    acc: dict[str, dict] = {}
-
-    def hook_for(name: str, node: nn.Module):
-        def hook(_module, _inputs, output):
-            spikes = (output[0] if isinstance(output, tuple) else output).detach().float()
-            if spikes.ndim < 3:  # single-step node: [N, ...] -> [1, N, ...]
-                spikes = spikes.unsqueeze(0)
-            v = node.v_seq if node.v_seq is not None else node.v.unsqueeze(0)
-            v = v.detach().float()
-            flat_v = v.reshape(v.shape[0], v.shape[1], -1)  # [steps, N, neurons]
-            per_step = spikes.sum(0)  # [N, C, ...]
-            channel = per_step if per_step.ndim == 2 else per_step.flatten(2).mean(2)
-            entry = acc.setdefault(
-                name, {"steps": 0, "v_steps": 0, "channel": 0.0, "v": 0.0, "v2": 0.0}
-            )
-            entry["steps"] += spikes.shape[0]
-            entry["v_steps"] += flat_v.shape[0]
-            entry["channel"] = entry["channel"] + channel
-            entry["v"] = entry["v"] + flat_v.mean(2).sum(0)
-            entry["v2"] = entry["v2"] + flat_v.pow(2).mean(2).sum(0)
-
-        return hook
-
-    saved = {name: node.store_v_seq for name, node in nodes}
-    handles = []
-    for name, node in nodes:
-        node.store_v_seq = True
-        handles.append(node.register_forward_hook(hook_for(name, node)))
-    was_training = model.training
-    model.eval()
-    logits, features = [], []
-    try:
-        starts = range(0, len(x), batch_size)
-        for start in tqdm(starts, desc="spike statistics", disable=not progress, leave=False):
-            acc.clear()
-            batch = x[start : start + batch_size].to(device)
-            if batch.dtype == torch.uint8:
-                batch = batch.float() / 255.0
-            logits.append(model(batch.float()).float().cpu())
-            parts = []
-            for index, (name, _) in enumerate(nodes):
-                entry = acc[name]
-                rates = entry["channel"] / entry["steps"]  # [N, C]
-                v_mean = entry["v"] / entry["v_steps"]
-                v_var = (entry["v2"] / entry["v_steps"] - v_mean.pow(2)).clamp(min=0)
-                parts += [rates.mean(1, keepdim=True), v_mean[:, None], v_var.sqrt()[:, None]]
-                if index == len(nodes) - 1:
-                    parts.append(rates)
-            features.append(torch.cat(parts, 1).cpu())
-    finally:
-        for handle in handles:
-            handle.remove()
-        for name, node in nodes:
-            node.store_v_seq = saved[name]
-        model.train(was_training)
-    return torch.cat(logits), torch.cat(features)
-
-
-@dataclass
-class SpikeStatsDetector:
-    """Mahalanobis outlier score on spike/membrane features, fitted on clean inputs only."""
-
-    method: str = "global"
-    shrinkage: float = 0.1
-    center: torch.Tensor | None = field(default=None, repr=False)
-    scale: torch.Tensor | None = field(default=None, repr=False)
-    means: torch.Tensor | None = field(default=None, repr=False)  # [classes or 1, D]
-    precision: torch.Tensor | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"detector method must be one of {METHODS}, got {self.method!r}")
-        if not 0.0 <= self.shrinkage <= 1.0:
-            raise ValueError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
-
-    def fit(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> SpikeStatsDetector:
-        """Fit on clean features [N, D] (and, for ``class``, their predicted labels)."""
-        z = features.double()
-        if len(z) < 2:
-            raise ValueError("the detector needs at least two clean samples to fit")
-        self.center = z.mean(0)
-        self.scale = z.std(0).clamp(min=1e-6)
-        z = (z - self.center) / self.scale
-        if self.method == "class":
-            if labels is None:
-                raise ValueError("the class-conditional detector needs predicted labels")
-            labels = labels.long().cpu()
-            classes = int(labels.max()) + 1
-            means = torch.zeros(classes, z.shape[1], dtype=z.dtype)
-            for c in range(classes):
-                members = z[labels == c]
-                means[c] = members.mean(0) if len(members) else z.mean(0)
-            residual = z - means[labels]
-        else:
-            means = z.mean(0, keepdim=True)
-            residual = z - means
-        cov = residual.T @ residual / max(1, len(z) - 1)
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype)
-        self.means = means
-        self.precision = torch.linalg.inv((1 - self.shrinkage) * cov + self.shrinkage * eye)
-        return self
-
-    def score(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Outlier score per input (higher = more likely triggered)."""
-        if self.precision is None:
-            raise ValueError("fit the detector on clean features first")
-        z = (features.double() - self.center) / self.scale
-        if self.method == "class":
-            if labels is None:
-                raise ValueError("the class-conditional detector needs predicted labels")
-            index = labels.long().cpu().clamp(max=len(self.means) - 1)
-            diff = z - self.means[index]
-        else:
-            diff = z - self.means[0]
-        return ((diff @ self.precision) * diff).sum(1).clamp(min=0).sqrt().float()
+__all__ = ["METHODS", "SpikeStatsDetector", "auroc", "evaluate_detection", "spike_statistics",
+           "spike_stats_detect"]
 
 
 def evaluate_detection(
@@ -171,61 +35,12 @@ def evaluate_detection(
 ) -> dict:
     """Fit on ``fit_x`` (clean), threshold on ``calibration_x`` (clean, held out) at ``frr``,
     then screen clean and triggered test inputs: per method ``detection_rate``,
-    ``false_rejection_rate`` (clean test inputs flagged) and ``auroc`` (defenses.scoring)."""
-    sets = {}
-    for name, x in (("fit", fit_x), ("calibration", calibration_x), ("clean", clean_x),
-                    ("triggered", triggered_x)):
-        logits, features = spike_statistics(model, x, batch_size, progress)
-        sets[name] = (features, logits.argmax(1))
+    ``false_rejection_rate`` (clean test inputs flagged) and ``auroc``."""
+    sets = feature_sets(model, {"fit": fit_x, "threshold": calibration_x, "clean": clean_x,
+                                "triggered": triggered_x}, batch_size, progress)
     result: dict = {"frr_target": frr, "features": int(sets["fit"][0].shape[1])}
     for method in methods:
-        detector = SpikeStatsDetector(method, shrinkage).fit(*sets["fit"])
-        scores = {name: detector.score(*pair) for name, pair in sets.items()}
-        result[method] = detection_report(
-            scores["calibration"], scores["clean"], scores["triggered"], frr
-        )
+        scores = scores_from_features(sets, method, shrinkage, frr)
+        result[method] = {k: v for k, v in detection_report(scores).items()
+                          if k not in scores.info}
     return result
-
-
-@dataclass
-class SpikeStatsOptions:
-    """Options of ``spike_stats_detect`` (the DETECTORS-style entry point)."""
-
-    method: str = "class"
-    shrinkage: float = 0.1
-    frr: float = 0.05
-    fit_fraction: float = 0.5  # of the clean subset to fit on; the rest sets the threshold
-    batch_size: int = 256
-    progress: bool = False
-
-
-def spike_stats_detect(
-    model: nn.Module,
-    clean_subset: Split,
-    clean_inputs: torch.Tensor,
-    triggered_inputs: torch.Tensor,
-    options: dict | None = None,
-    seed: int = 0,
-) -> dict:
-    """Screen inputs with the spike/membrane detector, in the defenses' detector convention.
-
-    The defender's clean subset is split (seeded) into a part to fit the detector on and a
-    part to set the threshold at ``frr``; the screened inputs never choose anything.
-    """
-    known = set(SpikeStatsOptions.__dataclass_fields__)
-    unknown = sorted(set(options or {}) - known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for detector 'spike_stats'; "
-                         f"valid: {sorted(known)}")
-    opts = SpikeStatsOptions(**(options or {}))
-    if len(clean_subset) < 4:
-        raise ValueError("the spike-statistics detector needs at least 4 clean samples")
-    order = torch.randperm(len(clean_subset), generator=torch.Generator().manual_seed(seed))
-    cut = min(len(order) - 2, max(2, int(round(opts.fit_fraction * len(order)))))
-    x = clean_subset.floats()
-    fit_x, threshold_x = x[order[:cut].to(x.device)], x[order[cut:].to(x.device)]
-    result = evaluate_detection(model, fit_x, threshold_x, clean_inputs, triggered_inputs,
-                                opts.frr, (opts.method,), opts.shrinkage, opts.batch_size,
-                                opts.progress)
-    return {**result[opts.method], "detector": "spike_stats", "method": opts.method,
-            "features": result["features"]}

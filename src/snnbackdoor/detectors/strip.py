@@ -14,9 +14,10 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
+from ..defenses.base import parse_options
+from ..registry import register
 from ..training import logits_of
-from .discovery import parse_options
-from .scoring import detection_report
+from .scoring import Scores
 
 BLENDS = ("add", "average")
 
@@ -80,21 +81,21 @@ def strip_entropy(
     return torch.cat(out) if out else torch.empty(0)
 
 
+@register("detector", "strip", options=STRIPOptions)
 def strip_detect(
     model: nn.Module,
     clean_subset: Split,
     clean_inputs: torch.Tensor,
     triggered_inputs: torch.Tensor,
-    options: dict | None = None,
+    options: STRIPOptions | dict | None = None,
     seed: int = 0,
-) -> dict:
-    """STRIP verdicts on clean and triggered inputs.
+) -> Scores:
+    """STRIP: low prediction entropy under blends with clean images flags an input.
 
-    The overlays come from the clean subset, and the entropy threshold is the `frr` (0.05)
-    quantile of the clean subset's own entropies; the screened inputs choose nothing.
-    Returns `detection_rate` (triggered inputs with entropy below the threshold), `auroc`
-    (triggered vs clean inputs), the measured `false_rejection_rate` on `clean_inputs`,
-    and the threshold (as a negated entropy: higher = more suspicious).
+    Scores are the negated mean entropy (higher = more suspicious) of the clean subset, the
+    clean inputs and the triggered inputs.
+    The overlays come from the clean subset, whose own scores set the threshold at `frr`
+    (0.05) in `detection_report`; the screened inputs choose nothing.
     """
     opts = parse_options(STRIPOptions, options, "strip")
     generator = torch.Generator().manual_seed(seed)
@@ -105,5 +106,7 @@ def strip_detect(
             model, x, pool, opts.overlays, opts.blend, generator, opts.batch_size, opts.progress
         )
 
-    report = detection_report(score(pool), score(clean_inputs), score(triggered_inputs), opts.frr)
-    return {"detector": "strip", "overlays": opts.overlays, **report}
+    fit = score(pool)  # the generator's draws: clean subset, then clean, then triggered
+    clean = score(clean_inputs)
+    return Scores(fit, clean, score(triggered_inputs), opts.frr,
+                  {"detector": "strip", "overlays": opts.overlays})

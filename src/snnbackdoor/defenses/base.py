@@ -1,0 +1,66 @@
+"""What every repair defense shares: options parsing, the copy it repairs, and the hand-back.
+
+A repair is `fn(model, clean_subset, val_split=None, options=None, seed=0) -> Repaired`,
+registered with `@register("defense", name, options=OptionsDataclass)`. It works on a deep
+copy (the caller's weights and neuron config are never touched), hands the copy back in
+eval mode at the neuron config the model was deployed at, and returns what it did in
+`Repaired.info` (never attached to the model). No setting is ever chosen on the test split
+or on ASR: see each repair's docstring.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..data.bundle import Split
+from ..neurons import get_neuron_params, restore_neuron_params
+from ..training import evaluate
+
+
+@dataclass
+class Repaired:
+    """A repaired copy of a model (eval mode, deployed neuron config) and what the repair
+    did: `info` holds at least `defense`, and `val_accuracy` when a val split was given."""
+
+    model: nn.Module
+    info: dict
+
+
+def parse_options(cls, options, name: str):
+    """An options dataclass from a dict (an unknown key fails with the valid ones), or the
+    instance itself when one is given. Shared by the defenses and the detectors."""
+    if isinstance(options, cls):
+        return options
+    options = dict(options or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for {name!r}; valid: {sorted(known)}"
+        )
+    return cls(**options)
+
+
+def repair_copy(model: nn.Module) -> nn.Module:
+    """A deep copy to work on: the caller's model (weights, neuron config) is never touched."""
+    return copy.deepcopy(model)
+
+
+def run_repair(name: str, model: nn.Module, val_split: Split | None,
+               work: Callable[[nn.Module], dict]) -> Repaired:
+    """The shared prologue and epilogue: `work(copy)` repairs a copy of `model` in place and
+    returns its info; the copy comes back in eval mode at `model`'s neuron config, with its
+    clean `val_accuracy` measured (for the report only) when `val_split` is given."""
+    deployed = get_neuron_params(model)
+    repaired = repair_copy(model)
+    info = {"defense": name, **work(repaired)}
+    restore_neuron_params(repaired, deployed)
+    repaired.eval()
+    if val_split is not None:
+        info["val_accuracy"] = evaluate(repaired, val_split)
+    return Repaired(repaired, info)
