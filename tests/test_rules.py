@@ -34,6 +34,7 @@ from snnbackdoor.rules.converted import resample_weights
 from snnbackdoor.rules.detection import (
     SpikeStatsDetector,
     auroc,
+    detection_report,
     spike_statistics,
     spike_stats_detect,
 )
@@ -238,8 +239,9 @@ def test_spike_statistics_of_snns(converted, digits):
 def test_spike_stats_detector_entry_point(backdoored_ann, converted, digits):
     _, trigger, _ = backdoored_ann
     clean = digits.test.floats()[:40]
-    report = spike_stats_detect(converted, digits.val.subset(torch.arange(60)), clean,
-                                trigger(clean[clean.sum((1, 2, 3)) > 0]), {"method": "global"})
+    report = detection_report(spike_stats_detect(
+        converted, digits.val.subset(torch.arange(60)), clean,
+        trigger(clean[clean.sum((1, 2, 3)) > 0]), {"method": "global"}))
     assert {"detection_rate", "auroc", "false_rejection_rate"} <= set(report)
     assert report["auroc"] > 0.6  # BadNet's white corner shows in the first layer's statistics
     with pytest.raises(ValueError, match="unknown option"):

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 from ..data.bundle import DatasetInfo
 from ..registry import register
-from ..triggers.image import _NAMED_POSITIONS, BadNetTrigger
+from ..triggers.base import NAMED_POSITIONS as POSITIONS
+from ..triggers.image import BadNetTrigger
 from .base import AttackOutcome, AttackSetup
 from .dirty_label import dirty_label_attack
-
-POSITIONS = _NAMED_POSITIONS
 
 
 @dataclass(frozen=True)

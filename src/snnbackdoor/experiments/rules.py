@@ -160,7 +160,7 @@ class DetectionSection:
 @dataclass
 class EliminationSection:
     """Elimination by fine-tuning each backdoored SNN on a small clean subset, with the
-    defenses' fine-tuning (REPAIRS['finetune']: SGD, momentum 0.9, cosine schedule).
+    defenses' fine-tuning (the `finetune` defense: SGD, momentum 0.9, cosine schedule).
     Each model is fine-tuned at `lr` and at every `lr_candidates`; the run with the best
     validation accuracy is kept (a converted SNN carries ANN-scale logits and diverges at a
     learning rate that suits a BPTT-trained one)."""

@@ -207,11 +207,10 @@ def stage_detection(config, run, data, trigger, snns):
 
 
 def stage_elimination(config, run, data, trigger, snns):
-    from ..defenses import REPAIRS
+    from ..defenses.finetune import fine_tune
 
     eli = config.elimination
     target = config.attack.target
-    repair = REPAIRS["finetune"]
 
     def compute() -> dict:
         subset = clean_subset(data.train, eli.fraction, config.seed)
@@ -224,14 +223,14 @@ def stage_elimination(config, run, data, trigger, snns):
                                            config.hybrid.detach_reset)
             runs = []  # (val accuracy, lr, repaired model); chosen on validation, never on ASR
             for lr in [eli.lr, *eli.lr_candidates]:
-                repaired = repair(candidate, subset, data.val,
-                                  eli.options(config.train.progress, lr), config.seed)
-                runs.append((evaluate(repaired, data.val), lr, repaired))
+                repaired = fine_tune(candidate, subset, data.val,
+                                     eli.options(config.train.progress, lr), config.seed)
+                runs.append((evaluate(repaired.model, data.val), lr, repaired))
             val_ca, lr, repaired = max(runs, key=lambda r: r[0])
-            after = measure(repaired, data.test, trigger, target)
+            after = measure(repaired.model, data.test, trigger, target)
             result["models"][label] = {"before": before, "after": after, "lr": lr,
                                        "val_ca": val_ca,
-                                       "seconds": sum(r[2].defense_info.get("seconds", 0.0)
+                                       "seconds": sum(r[2].info.get("seconds", 0.0)
                                                       for r in runs)}
         return result
 

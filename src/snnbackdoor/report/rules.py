@@ -122,7 +122,7 @@ def report_markdown(config: dict, metrics: dict) -> str:
             "## Elimination by fine-tuning",
             "",
             f"Each SNN fine-tuned on {eli['clean_samples']} clean training samples "
-            f"(defenses REPAIRS['finetune']: {eli_config['epochs']} epochs, SGD, "
+            f"(the `finetune` defense: {eli_config['epochs']} epochs, SGD, "
             f"momentum {eli_config['momentum']}, cosine) at each learning rate of "
             f"{[eli_config['lr'], *eli_config['lr_candidates']]}; the run with the best "
             "validation accuracy is kept. seconds: all runs of the model.",

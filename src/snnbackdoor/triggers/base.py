@@ -18,7 +18,7 @@ from ..registry import get, register, unknown_name_message
 Position = str | tuple[int, int]
 
 _RANGE_TOLERANCE = 1e-6
-_NAMED_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "middle", "random")
+NAMED_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "middle", "random")
 
 POLARITY_BITS: dict[int, tuple[int, int]] = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}
 """Polarity code -> (OFF bit, ON bit)."""
@@ -110,9 +110,9 @@ def square_origin(
     if size < 1 or size > height or size > width:
         raise ValueError(f"trigger size {size} does not fit a {height}x{width} frame")
     if isinstance(position, str):
-        if position not in _NAMED_POSITIONS:
+        if position not in NAMED_POSITIONS:
             raise ValueError(
-                f"unknown position {position!r}; use one of {_NAMED_POSITIONS} or a (row, col) pair"
+                f"unknown position {position!r}; use one of {NAMED_POSITIONS} or a (row, col) pair"
             )
         if position == "random":
             gen = seeded_generator(seed)
