@@ -20,6 +20,7 @@ from ..attacks.badsnn import (
     asr_at,
     deploy,
     prepare_frames,
+    resolve_trigger,
     run_badsnn_stages,
     tau_is_setting,
     trigger_label,
@@ -132,6 +133,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     options, seed = config.badsnn, config.seed
     raw = dataset_from_config(config, device)
     events = raw.info.kind == "events"
+    resolve_trigger(options, raw.info.kind)  # a trigger that cannot apply fails before training
     frames = prepare_frames(raw, options.frames) if events else None
     data = frames.data if frames is not None else raw
 
