@@ -85,3 +85,30 @@ def test_an_image_trigger_on_event_data_is_refused_before_training(tmp_path):
         run_experiment(config, tmp_path)
     assert not (tmp_path / "clean_model.safetensors").exists()
 
+
+
+def test_badsnn_presets_and_matrix_blocks_parse_as_the_attack_options():
+    """Every BadSNN preset parses (sweep cells included), and each matrix's
+    `attack_options.badsnn` is the attack's option set, read key by key."""
+    from pathlib import Path
+
+    import yaml
+
+    from snnbackdoor.attacks.badsnn import BadSNNOptions
+    from snnbackdoor.config import parse_dataclass, set_key
+    from snnbackdoor.registry import get
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    assert get("attack", "badsnn").options is BadSNNOptions
+    for path in sorted(configs.glob("badsnn_*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        sweep = data.pop("sweep", {})
+        if data["dataset"].get("root", "") is None:
+            data["dataset"]["root"] = str(configs)  # any existing folder: only parsing here
+        for key, values in sweep.items():
+            set_key(data, key, values[0])
+        parse_config(data)
+    for path in sorted(configs.glob("table2_*.yaml")):
+        block = yaml.safe_load(path.read_text())["attack_options"]["badsnn"]
+        options = parse_dataclass(BadSNNOptions, block, "attack_options.badsnn")
+        assert options.control is False and 0 < options.target_class_ratio <= 1

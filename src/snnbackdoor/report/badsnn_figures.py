@@ -13,7 +13,7 @@ from .sweeps import pyplot
 
 EXAMPLES_FORMAT = "snnbackdoor-badsnn-examples/1"
 
-ANNOTATE_MAX_COLUMNS = 12  # heat-map cells get their numbers only up to this many columns
+ANNOTATE_MAX_COLUMNS = 24  # cells get their numbers (and every tick) up to this many columns
 
 
 def _title(key: str) -> str:
@@ -74,12 +74,14 @@ def _curves(rows, keys, vs, taus, path: Path, selected: dict | None) -> Path:
 
 def _heat_maps(rows, keys, vs, taus, path: Path, selected: dict | None) -> Path:
     plt = pyplot()
-    width = max(3.6, 0.42 * len(vs) + 1.6)
-    fig, axes = plt.subplots(1, len(keys), figsize=(width * len(keys), 0.45 * len(taus) + 2.0),
+    width, height = max(3.6, 0.42 * len(vs) + 1.6), 0.45 * len(taus) + 2.0
+    stacked = width * len(keys) > 16  # a wide grid: one panel per row, not side by side
+    shape = (len(keys), 1) if stacked else (1, len(keys))
+    fig, axes = plt.subplots(*shape, figsize=(width * shape[1], height * shape[0]),
                              squeeze=False)
     annotate = len(vs) <= ANNOTATE_MAX_COLUMNS
     step = max(1, -(-len(vs) // ANNOTATE_MAX_COLUMNS))  # thin the ticks of a wide grid
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes.flat, keys):
         grid = np.full((len(taus), len(vs)), np.nan)
         for r in rows:
             grid[taus.index(_tau_value(r)), vs.index(r["v_threshold_a"])] = r[key]
@@ -96,11 +98,14 @@ def _heat_maps(rows, keys, vs, taus, path: Path, selected: dict | None) -> Path:
                     if not np.isnan(grid[i, j]):
                         ax.text(j, i, f"{100 * grid[i, j]:.0f}", ha="center", va="center",
                                 color="white" if grid[i, j] < 0.6 else "black", fontsize=6)
-        if selected is not None:
+        if selected is not None and selected["v_threshold_a"] in vs and (
+                _tau_value(selected) in taus):
             j, i = vs.index(selected["v_threshold_a"]), taus.index(_tau_value(selected))
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
                                        linewidth=2))
         fig.colorbar(image, ax=ax, fraction=0.046)
+    if selected is not None:
+        fig.suptitle("red box: the selected attack config S_a", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
