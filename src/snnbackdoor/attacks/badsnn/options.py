@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...neurons import NeuronConfig
-from ...triggers.optimised import UNetConfig
+from ...triggers.optimised import BLEND_MODES, DELTA_SIGNS, UNetConfig
 
 TRIGGERS = ("auto", "optimised", "noise", "thinning")
 EVENT_TRIGGERS = ("noise", "thinning")
@@ -87,10 +87,10 @@ class BadSNNOptions:
             raise ValueError("badsnn.noise_beta_sweep values must be >= 0")
         if not 0.0 <= self.thinning_keep <= 1.0:
             raise ValueError(f"badsnn.thinning_keep must be in [0, 1], got {self.thinning_keep}")
-        if self.blend_mode not in ("eq4", "image"):
-            raise ValueError("badsnn.blend_mode must be 'eq4' or 'image'")
-        if self.delta_sign not in ("signed", "abs"):
-            raise ValueError("badsnn.delta_sign must be 'signed' or 'abs'")
+        if self.blend_mode not in BLEND_MODES:
+            raise ValueError(f"badsnn.blend_mode must be one of {BLEND_MODES}")
+        if self.delta_sign not in DELTA_SIGNS:
+            raise ValueError(f"badsnn.delta_sign must be one of {DELTA_SIGNS}")
         if not self.power > 0:
             raise ValueError("badsnn.power must be > 0")
         if self.deepfool_samples < 1:
