@@ -112,3 +112,24 @@ def test_badsnn_presets_and_matrix_blocks_parse_as_the_attack_options():
         block = yaml.safe_load(path.read_text())["attack_options"]["badsnn"]
         options = parse_dataclass(BadSNNOptions, block, "attack_options.badsnn")
         assert options.control is False and 0 < options.target_class_ratio <= 1
+
+
+def test_the_attack_trains_its_clean_model_with_the_experiment_recipe(digits):
+    """Without `setup.clean_model` BadSNN trains one itself: bit for bit the clean model of
+    a `kind: badsnn` run with the same recipe and seed (so resuming either reuses the same)."""
+    import torch
+
+    from snnbackdoor.attacks.badsnn import train_clean_model
+    from snnbackdoor.attacks.base import AttackSetup
+    from snnbackdoor.experiments.base import new_model, train_clean
+
+    config = parse_config({"kind": "badsnn", "seed": 3,
+                           "train": {"epochs": 1, "progress": False}})
+    device = torch.device("cpu")
+    reference, _ = train_clean(config, digits, device)
+    setup = AttackSetup(data=digits, build_model=lambda: new_model(config, digits.info, device),
+                        train=config.train, seed=config.seed)
+    model, info = train_clean_model(setup, digits)
+    for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert set(info) >= {"val_accuracy", "test_accuracy"}
