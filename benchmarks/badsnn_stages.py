@@ -55,14 +55,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "demo"
         config = parse_config({"kind": "badsnn", "name": "demo", "seed": 0},
-                              ("control=false", "figures=false") if args.quick else ())
+                              ("badsnn.control=false", "figures=false") if args.quick else ())
         start = time.perf_counter()
         metrics = run_experiment(config, out).metrics
         summary["demo_wall_s"] = round(time.perf_counter() - start, 2)
         summary["stages_s"] = metrics["seconds"]
         for stage, seconds in metrics["seconds"].items():
             print(f"stage {stage:24s} {seconds:8.2f} s")
-        model = load_model(out / "badsnn_model.safetensors").eval()
+        model = load_model(out / "badsnn_model.safetensors")
 
     x = load_dataset("digits").train.floats()[: args.samples]
     timed_deepfool(model, x[:4], 4)  # warm-up

@@ -1,17 +1,25 @@
-"""BadSNN: dual-spike backdoor, DeepFool, blending, U-Net, attack-config selection."""
+"""BadSNN: dual-spike backdoor, DeepFool, blending, U-Net, attack-config selection, and the
+registered attack run from Python on a model object (no run directory)."""
+
+import os
 
 import pytest
 import torch
 
 from snnbackdoor.attacks.badsnn import (
-    BadSNNConfig,
+    BadSNNOptions,
+    badsnn,
     choose_poisoned_target_samples,
     dual_spike_loss,
-    select_attack_row,
+    resolve_trigger,
+    select_attack_config,
 )
+from snnbackdoor.attacks.base import AttackSetup, measure
 from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
-from snnbackdoor.neurons import NeuronConfig
+from snnbackdoor.neurons import NeuronConfig, get_neuron_params
+from snnbackdoor.registry import lookup
+from snnbackdoor.report.badsnn_figures import grid_figure
 from snnbackdoor.training import TrainConfig, predict, seed_everything, train
 from snnbackdoor.triggers.deepfool import deepfool
 from snnbackdoor.triggers.image import PowerTrigger
@@ -130,7 +138,9 @@ def test_selection_respects_the_ca_bound_on_validation():
         {"v_threshold_a": 1.1, "tau_a": 2.0, "val_ca": 0.95, "val_asr_o": 0.8},
         {"v_threshold_a": 1.2, "tau_a": 2.0, "val_ca": 0.50, "val_asr_o": 1.0},
     ]
-    assert select_attack_row(rows, 0.98, 0.05, "val_asr_o")["v_threshold_a"] == 1.1
+    choice = select_attack_config(rows, 0.98, 0.05, "val_asr_o")
+    assert choice.row["v_threshold_a"] == 1.1 and choice.within_tolerance
+    assert choice.config == NeuronConfig(1.1, 2.0) and choice.candidates == 2
 
 
 def test_selection_breaks_a_saturated_asr_tie_toward_the_nominal_config():
@@ -139,13 +149,80 @@ def test_selection_breaks_a_saturated_asr_tie_toward_the_nominal_config():
         {"v_threshold_a": 1.25, "tau_a": 2.0, "val_ca": 0.958, "val_asr_s": 1.0},  # val noise
         {"v_threshold_a": 1.3, "tau_a": 2.0, "val_ca": 0.944, "val_asr_s": 0.9},
     ]
-    assert select_attack_row(rows, 0.954, 0.03, "val_asr_s")["v_threshold_a"] == 1.0
+    assert select_attack_config(rows, 0.954, 0.03, "val_asr_s").row["v_threshold_a"] == 1.0
+
+
+def test_selection_without_any_config_in_tolerance_is_recorded_or_refused():
+    rows = [
+        {"v_threshold_a": 1.2, "tau_a": 2.0, "val_ca": 0.60, "val_asr_o": 0.9},
+        {"v_threshold_a": 1.3, "tau_a": 2.0, "val_ca": 0.70, "val_asr_o": 0.5},
+    ]
+    choice = select_attack_config(rows, 0.98, 0.03, "val_asr_o")
+    assert choice.row["v_threshold_a"] == 1.3  # the highest val CA, not the highest ASR
+    record = choice.record()
+    assert record["within_tolerance"] is False and "highest val CA" in record["rule"]
+    with pytest.raises(ValueError, match="no attack config keeps val CA"):
+        select_attack_config(rows, 0.98, 0.03, "val_asr_o", fallback=False)
+
+
+def test_trigger_auto_resolves_by_data_kind_and_mismatches_are_refused():
+    assert resolve_trigger(BadSNNOptions(), "image") == "optimised"
+    assert resolve_trigger(BadSNNOptions(), "events") == "noise"
+    assert resolve_trigger(BadSNNOptions(trigger="thinning"), "events") == "thinning"
+    with pytest.raises(ValueError, match="for images"):
+        resolve_trigger(BadSNNOptions(trigger="optimised"), "events")
+    with pytest.raises(ValueError, match="for event frames"):
+        resolve_trigger(BadSNNOptions(trigger="noise"), "image")
+
+
+def test_grid_figure_draws_curves_for_one_tau_and_a_heat_map_for_several(tmp_path):
+    one_tau = [{"v_threshold_a": v, "tau_a": 2.0, "ca": 1 - v / 3, "asr_o": v / 2}
+               for v in (1.0, 1.2, 1.4, 1.6)]
+    plif = [{**r, "tau_a": None} for r in one_tau]  # learned tau: no tau axis at all
+    both = [{**r, "tau_a": t} for r in one_tau for t in (1.5, 2.0, 3.0)]
+    for name, rows in (("curves", one_tau), ("plif", plif), ("heat", both)):
+        path = grid_figure(rows, ["ca", "asr_o"], tmp_path / f"{name}.png", rows[1])
+        assert path.stat().st_size > 1000
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="tau"):
-        BadSNNConfig(tau_t=0.5)
-    with pytest.raises(ValueError, match="poison_ratio"):
-        BadSNNConfig(poison_ratio=0.0)
+        BadSNNOptions(tau_t=0.5)
+    with pytest.raises(ValueError, match="target_class_ratio"):
+        BadSNNOptions(target_class_ratio=0.0)
+    with pytest.raises(ValueError, match="trigger"):
+        BadSNNOptions(trigger="optimized")
     with pytest.raises(ValueError):
         ConditionalUNet(1, 10, eps=0.1)(torch.rand(2, 1, 8, 8), 10)  # unknown target class
+
+
+def test_registered_attack_runs_from_python_on_a_model_object(
+    digits, clean_digits_model, target, tmp_path, monkeypatch
+):
+    """No workdir, no config: the outcome is deployed at the S_a it reports, and its T_o
+    sends more non-target inputs to the target than on the clean model."""
+    assert lookup("attack", "badsnn") is badsnn
+    monkeypatch.chdir(tmp_path)
+    setup = AttackSetup(
+        data=digits, build_model=lambda: build_model(model_spec(ModelConfig(), digits.info)),
+        train=TrainConfig(epochs=12, lr=3e-3, progress=False), target=target, seed=0,
+        clean_model=lambda: clean_digits_model,
+    )
+    options = BadSNNOptions(
+        target_class_ratio=0.4, v_threshold_t=1.8, v_thresholds_a=[1.0, 1.4],
+        ca_tolerance=0.1, deepfool_samples=128, deepfool_max_iter=10, control=False,
+        unet=UNetConfig(epochs=20, batch_size=32, width=8, progress=False),
+    )
+    outcome = badsnn(setup, options)
+    assert os.listdir(tmp_path) == []  # nothing written without a workdir
+    selected = outcome.info["selected"]
+    assert outcome.deployed == {"v_threshold": selected["v_threshold_a"], "tau": 2.0}
+    params = get_neuron_params(outcome.model).values()
+    assert all(p["v_threshold"] == selected["v_threshold_a"] for p in params)
+    assert set(outcome.triggers) == {"T_p", "T_o"} and outcome.trigger is outcome.triggers["T_o"]
+    assert outcome.info["trigger"] == "optimised" and outcome.target == target
+    attacked = measure(outcome.model, digits.test, outcome.trigger, target)
+    clean = measure(clean_digits_model, digits.test, outcome.trigger, target)
+    assert attacked["asr"] == pytest.approx(selected["asr_o"])
+    assert selected["v_threshold_a"] == 1.4  # S_n gives T_o nothing to work with
+    assert attacked["asr"] > clean["asr"] + 0.3

@@ -1,7 +1,8 @@
 """The BadSNN Fig. 2 study: accuracy and spikes per sample as V_thr, tau and power q move.
 
 It measures, it assumes no direction: on small digit models q > 1 lowers the spike count,
-while the paper reports the opposite on CIFAR-10 ResNet-19 (PAPERS.md 1.2).
+while the paper reports the opposite on CIFAR-10 ResNet-19 (PAPERS.md 1.2). Its table and
+figure are drawn by `report.sweeps`.
 """
 
 from __future__ import annotations
@@ -48,45 +49,3 @@ def neuron_sweep(
         row = _point(model, split, None, transform=lambda x, q=q: x.clamp(0, 1) ** q)
         result["power"].append({"value": q, **row})
     return result
-
-
-def sweep_table(result: dict) -> str:
-    """A markdown table of a neuron sweep."""
-    lines = ["| swept | value | accuracy | spikes/sample |", "|---|---|---|---|"]
-    for key, rows in result.items():
-        for row in rows:
-            lines.append(
-                f"| {key} | {row['value']:g} | {row['accuracy']:.4f} | "
-                f"{row['spikes_per_sample']:.1f} |"
-            )
-    return "\n".join(lines)
-
-
-def plot_sweep(result: dict, path, nominal: dict | None = None, title: str = "") -> None:
-    """Fig. 2 style: accuracy (left axis) and spikes/sample (right axis) per swept quantity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in ("v_threshold", "tau", "power") if result.get(k)]
-    labels = {"v_threshold": "V_thr", "tau": "tau (SpikingJelly)", "power": "power q (x -> x^q)"}
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        rows = result[key]
-        values = [r["value"] for r in rows]
-        ax.plot(values, [r["accuracy"] for r in rows], "o-", color="tab:blue")
-        ax.set_xlabel(labels[key])
-        ax.set_ylabel("accuracy", color="tab:blue")
-        ax.set_ylim(0, 1.02)
-        twin = ax.twinx()
-        twin.plot(values, [r["spikes_per_sample"] for r in rows], "s--", color="tab:red")
-        twin.set_ylabel("spikes / sample", color="tab:red")
-        marker = (nominal or {}).get(key)
-        if marker is not None:
-            ax.axvline(marker, color="gray", linestyle=":", linewidth=1)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .analysis import neuron_sweep, plot_sweep, sweep_table
+from .analysis import neuron_sweep
 from .checkpoint import CheckpointError, load_model
 from .config import read_yaml
 from .experiments.base import dataset_from_config, parse_config
 from .io import atomic_write_json
 from .neurons import count_spikes
+from .report.sweeps import plot_sweep, sweep_table
 from .training import evaluate
 from .util import resolve_device
 
@@ -53,10 +53,6 @@ def analyze_run(run_dir: str | Path, model_name: str = "model", overrides=()) ->
     atomic_write_json(json_path, {"model": model_name, "split": "test", "nominal": nominal,
                                   **result})
     figure = run_dir / "figures" / f"analysis_{model_name}.png"
-    figure.parent.mkdir(exist_ok=True)
     plot_sweep(result, figure, nominal, title=f"{config.name}: {model_name} (test split)")
     return sweep_table(result), [json_path, figure]
 
-
-def read_metrics(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())

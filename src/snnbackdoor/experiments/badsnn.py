@@ -1,9 +1,10 @@
-"""`kind: badsnn`: the BadSNN pipeline end to end, as resumable stages.
+"""`kind: badsnn`: BadSNN's Table 1 and figures as resumable stages of one run directory.
 
-clean model -> malicious config (auto) -> dual-spike backdoor -> T_p grid -> T_o (DeepFool,
-blending, U-Net) -> attack-config grid and selection on validation data -> control T_o on
-the clean model -> spikes, perturbation size -> metrics.json, report.md, figures.
-For event data the triggers are T_s (noise) and event thinning, and the T_o stages are skipped.
+It only orchestrates: the clean model, then the attack's stages (`attacks.badsnn`:
+malicious config, dual-spike backdoor, T_p grid, T_o, attack-config selection, control),
+then the Table-1 extras (spikes and perturbation size per trigger, the T_s noise-scale sweep
+on events, the Fig. 2 neuron sweeps and the Fig. 5 examples), the deployed model, and
+metrics.json. `report.badsnn.render_badsnn` writes report.md, table.csv and the figures.
 """
 
 from __future__ import annotations
@@ -14,34 +15,27 @@ import torch
 
 from ..analysis import neuron_sweep
 from ..attacks.badsnn import (
-    BadSNNConfig,
-    auto_malicious_threshold,
-    choose_poisoned_target_samples,
-    dual_spike_loss,
-    select_attack_row,
+    BadSNNOptions,
+    BadSNNResult,
+    asr_at,
+    deploy,
+    prepare_frames,
+    resolve_trigger,
+    run_badsnn_stages,
+    tau_is_setting,
+    trigger_label,
 )
-from ..attacks.base import AttackOutcome
-from ..attacks.poisoning import apply_in_batches, triggered_non_target
-from ..data.augment import dataset_augmentation
-from ..data.bundle import DatasetBundle, Split
-from ..metrics import attack_success_rate, event_count_change, perturbation_stats
-from ..neurons import NeuronConfig, count_spikes, set_neuron_params, use_config
-from ..report.badsnn import badsnn_figures, badsnn_report, trigger_label
-from ..report.frames import plot_frames
-from ..report.tables import table_csv, table_rows
+from ..attacks.badsnn.attack import stage
+from ..attacks.base import AttackSetup
+from ..attacks.poisoning import apply_in_batches
+from ..checkpoint import save_model
+from ..metrics import event_count_change, perturbation_stats
+from ..neurons import NeuronConfig, count_spikes, use_config
+from ..report.badsnn import EXAMPLES_FILE, render_badsnn
+from ..report.badsnn_figures import save_examples
 from ..rundir import RunDir
-from ..training import TrainConfig, evaluate, predict, seed_everything, train
-from ..triggers.events import ThinningTrigger
-from ..triggers.image import NoiseTrigger, PowerTrigger
-from ..triggers.optimised import (
-    OptimisedTrigger,
-    UNetConfig,
-    blend_targets,
-    deepfool_deltas,
-    fit_unet,
-    load_generator,
-    save_generator,
-)
+from ..training import TrainConfig
+from ..triggers.image import NoiseTrigger
 from ..util import resolve_device
 from .base import (
     AnalyzeConfig,
@@ -54,10 +48,13 @@ from .base import (
     train_clean,
 )
 
+EXAMPLE_COUNT = 4  # test inputs shown per trigger in Fig. 5
+
 
 @dataclass
 class BadSNNExperiment(ExperimentConfig):
-    """Defaults are the digits demo: digits_net, T=4, S_n = (1.0, tau 2.0)."""
+    """Defaults are the digits demo: digits_net, T=4, S_n = (1.0, tau 2.0), target 0.
+    `badsnn` holds the attack's options (what a matrix's `attack_options.badsnn` holds)."""
 
     kind: str = "badsnn"
     name: str = "badsnn"
@@ -66,138 +63,15 @@ class BadSNNExperiment(ExperimentConfig):
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15))
-    badsnn: BadSNNConfig = field(default_factory=BadSNNConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
+    target: int = 0
+    badsnn: BadSNNOptions = field(default_factory=BadSNNOptions)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
-    control: bool = True  # also fit T_o against the clean model (asr_o_clean_model)
-    figures: bool = True
+    figures: bool = True  # Fig. 2 sweeps, Fig. 3 grid, Fig. 5 examples (and event frames)
 
-
-def prepare_frames(data: DatasetBundle, mode: str) -> DatasetBundle:
-    """Event frames as the model sees them: divided by the training split's largest count
-    ("unit", so T_s acts on [0, 1]) or raw counts ("counts"). Records `frame_scale` (what
-    the frames were divided by) and `count_max` in the info."""
-    count_max = float(data.train.x.float().max()) or 1.0
-    scale = count_max if mode == "unit" else 1.0
-    data.info.extra.update(frame_scale=scale, count_max=count_max)
-    if scale == 1.0:
-        return data
-    split = lambda s: Split(s.floats() / scale, s.y)  # noqa: E731
-    return DatasetBundle(split(data.train), split(data.val), split(data.test), data.info)
-
-
-EVENT_KEYS = {"noise": "asr_s", "thinning": "asr_thin"}
-
-
-@dataclass(frozen=True)
-class UnitScaledNoise:
-    """T_s on count frames divided by ``scale`` (to [0, 1]), scaled back: the trigger as
-    PAPERS.md 1.4 states it, for a model fed raw counts."""
-
-    beta: float
-    seed: int
-    scale: float
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return NoiseTrigger(self.beta, self.seed)(x / self.scale) * self.scale
-
-
-def event_triggers(cfg: BadSNNConfig, seed: int, frame_scale: float, count_max: float) -> dict:
-    """The event-frame triggers, keyed by their metric: T_s (paper), event thinning and, on
-    count frames, T_s on unit-scaled frames. `frame_scale`: what the frames were divided by."""
-    counts = cfg.frames == "counts"
-    triggers = {"asr_s": NoiseTrigger(cfg.noise_beta, seed, counts=counts)}
-    if counts:
-        triggers["asr_s_unit"] = UnitScaledNoise(cfg.noise_beta, seed, count_max)
-    triggers["asr_thin"] = ThinningTrigger(cfg.thinning_keep, seed, frame_scale)
-    return triggers
-
-
-def _grid(cfg: BadSNNConfig) -> list[NeuronConfig]:
-    return [NeuronConfig(v, t) for t in cfg.taus_a for v in cfg.v_thresholds_a]
-
-
-def _asr(model, split: Split, trigger, target: int, config: NeuronConfig) -> float:
-    return _asr_triggered(model, triggered_non_target(split, trigger, target), target, config)
-
-
-def _asr_triggered(model, triggered: Split, target: int, config: NeuronConfig) -> float:
-    pred = predict(model, triggered.x, neuron_config=config).cpu()
-    return attack_success_rate(pred, triggered.y.cpu(), target)
-
-
-def grid_rows(model, data: DatasetBundle, triggers: dict, target: int,
-              grid: list[NeuronConfig], progress: bool = True, with_ca: bool = True) -> list[dict]:
-    """CA and ASR per trigger at every attack config, on val (selection) and test (report).
-
-    Triggers do not depend on the neuron config: each split is triggered once.
-    """
-    from tqdm.auto import tqdm
-
-    triggered = {(key, name): triggered_non_target(split, trigger, target)
-                 for key, trigger in triggers.items()
-                 for name, split in (("val", data.val), ("test", data.test))}
-    rows = []
-    for config in tqdm(grid, desc="attack grid", leave=False, disable=not progress):
-        row = {"v_threshold_a": config.v_threshold, "tau_a": config.tau}
-        if with_ca:
-            row["val_ca"] = evaluate(model, data.val, neuron_config=config)
-            row["ca"] = evaluate(model, data.test, neuron_config=config)
-        for key in triggers:
-            row[f"val_{key}"] = _asr_triggered(model, triggered[key, "val"], target, config)
-            row[key] = _asr_triggered(model, triggered[key, "test"], target, config)
-        rows.append(row)
-    return rows
-
-
-def fit_optimised(model, data: DatasetBundle, cfg: BadSNNConfig, unet: UNetConfig,
-                  nominal: NeuronConfig, attack: NeuronConfig, seed: int) -> tuple:
-    """T_o against `model`: DeepFool at S_n, blending at `attack`, U-Net training."""
-    gen = torch.Generator().manual_seed(seed)
-    count = min(cfg.deepfool_samples, len(data.train))
-    index = torch.randperm(len(data.train), generator=gen)[:count].to(data.train.y.device)
-    x = data.train.floats(index)
-    delta_df, flipped = deepfool_deltas(
-        model, x, cfg.deepfool_overshoot, cfg.deepfool_max_iter, nominal
-    )
-    delta, alpha, reached = blend_targets(
-        model, x, delta_df, cfg.power, cfg.target, attack, cfg.blend_k, cfg.blend_mode,
-        cfg.delta_sign,
-    )
-    adv_config = nominal if unet.adv_config == "nominal" else attack
-    generator, history = fit_unet(
-        model, x, delta, cfg.target, data.info.num_classes, unet, adv_config, seed
-    )
-    info = {
-        "deepfool_flip_rate": float(flipped.float().mean()),
-        "deepfool_l2": float(delta_df.flatten(1).norm(dim=1).mean()),
-        "blend_reached_target": float(reached.float().mean()),
-        "blend_alpha_mean": float(alpha.mean()),
-        "target_delta_l2": float(delta.flatten(1).norm(dim=1).mean()),
-        "unet_history": history,
-    }
-    return generator, info
-
-
-def badsnn_table_rows(metrics: dict) -> list[dict]:
-    """table.csv rows (attack, trigger, ca, asr, ssim, mse): the clean model, then each
-    trigger at the selected attack config."""
-    attacks = {}
-    for key in metrics["selected"]:
-        if key.startswith("asr_"):
-            stealth = metrics["perturbation"][key.removeprefix("asr_")]
-            attacks[trigger_label(key)] = {"attack": "badsnn", "ca": metrics["ca"],
-                                           "asr": metrics[key], "ssim": stealth["ssim"],
-                                           "mse": stealth["mse"]}
-    return table_rows(metrics["clean_ca"], attacks)
-
-
-def frames_figure(path, split: Split, triggers: dict, target: int):
-    """Clean and triggered frames of the first non-target test sample, over time."""
-    sample = int(torch.nonzero(split.y.cpu() != target).flatten()[0])
-    clean = split.floats(torch.tensor([sample], device=split.y.device))
-    return plot_frames(clean[0], {trigger_label(key): trigger(clean)[0]
-                                  for key, trigger in triggers.items()}, path)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target < 0:
+            raise ValueError(f"target must be a class index >= 0, got {self.target}")
 
 
 def _spikes(model, x: torch.Tensor, config: NeuronConfig) -> float:
@@ -205,245 +79,124 @@ def _spikes(model, x: torch.Tensor, config: NeuronConfig) -> float:
         return float(count_spikes(model, x)["total"].mean())
 
 
+def spikes_and_perturbation(result: BadSNNResult, unit: float) -> dict:
+    """Spikes per test sample at S_n and S_a, clean and per trigger, and each trigger's
+    perturbation size on [0, 1] frames (`unit`: what count frames are divided by)."""
+    model, data, attack = result.model, result.data, result.attack
+    x = data.test.floats()
+    events = data.info.kind == "events"
+    out = {"clean_nominal": _spikes(model, x, result.nominal),
+           "clean_attack": _spikes(model, x, attack)}
+    for key, trigger in result.triggers.items():
+        name = key.replace("asr_", "")
+        triggered = apply_in_batches(trigger, x)
+        out[f"{name}_attack"] = _spikes(model, triggered, attack)
+        out[f"{name}_perturbation"] = perturbation_stats(x / unit, triggered / unit)
+        if events:
+            out[f"{name}_perturbation"]["event_count_change"] = event_count_change(x, triggered)
+    return out
+
+
+def noise_beta_sweep(result: BadSNNResult, betas: list[float], seed: int, counts: bool) -> dict:
+    """ASR of T_s and spikes per sample at S_a for each noise scale beta (test split)."""
+    x = result.data.test.floats()
+    rows = []
+    for beta in betas:
+        trigger = NoiseTrigger(beta, seed, counts=counts)
+        rows.append({"beta": beta,
+                     "asr_s": asr_at(result.model, result.data.test, trigger, result.target,
+                                     result.attack),
+                     "spikes_attack": _spikes(result.model, apply_in_batches(trigger, x),
+                                              result.attack)})
+    return {"rows": rows}
+
+
+def figure_data(config: BadSNNExperiment, result: BadSNNResult, run: RunDir) -> dict:
+    """Fig. 2 sweeps of the clean and the backdoored model, and the Fig. 5 examples saved
+    in the run (the first non-target test inputs and each trigger's version of them)."""
+    data, events = result.data, result.data.info.kind == "events"
+    taus = config.analyze.taus if tau_is_setting(result.model) else []
+    powers = [] if events else config.analyze.powers
+    sweeps = {name: neuron_sweep(model, data.test, config.analyze.v_thresholds, taus, powers)
+              for name, model in (("clean", result.clean), ("badsnn", result.model))}
+    keep = torch.nonzero(data.test.y != result.target).flatten()[:EXAMPLE_COUNT]
+    x = data.test.floats(keep)
+    save_examples(run.path / EXAMPLES_FILE, x,
+                  {trigger_label(k): t(x) for k, t in result.triggers.items()})
+    return {"sweeps": sweeps}
+
+
 @register_experiment("badsnn", BadSNNExperiment)
 def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
+    """Table 1 of BadSNN for one dataset and model, with its figures."""
     device = resolve_device(config.device)
-    cfg, seed = config.badsnn, config.seed
-    data = dataset_from_config(config, device)
-    events = data.info.kind == "events"
-    counts = events and cfg.frames == "counts"
-    if events:
-        data = prepare_frames(data, cfg.frames)
-        cfg.trigger = "noise" if cfg.trigger == "optimised" else cfg.trigger
-    elif cfg.trigger != "optimised":
-        raise ValueError(f"badsnn.trigger {cfg.trigger!r} is for event frames; "
-                         f"{data.info.name} is an image dataset (use 'optimised')")
-    nominal = NeuronConfig(config.model.v_threshold, config.model.tau)
-    lif = config.model.neuron == "lif"
-    tau = (lambda t: t) if lif else (lambda t: None)
+    options, seed = config.badsnn, config.seed
+    raw = dataset_from_config(config, device)
+    events = raw.info.kind == "events"
+    resolve_trigger(options, raw.info.kind)  # a trigger that cannot apply fails before training
+    frames = prepare_frames(raw, options.frames) if events else None
+    data = frames.data if frames is not None else raw
 
     clean, clean_info = run.model_stage(
         "clean_model", lambda: train_clean(config, data, device, "clean"), device
     )
-
-    def choose_malicious() -> dict:
-        if cfg.v_threshold_t is not None:
-            return {"v_threshold_t": cfg.v_threshold_t, "tau_t": cfg.tau_t, "curve": []}
-        level = cfg.auto_level or 2.0 / data.info.num_classes
-        v, curve = auto_malicious_threshold(clean, data.val, cfg.auto_grid, level, tau(cfg.tau_t))
-        return {"v_threshold_t": v, "tau_t": cfg.tau_t, "curve": curve, "level": level}
-
-    malicious_info = run.stage("malicious_config", choose_malicious)
-    malicious = NeuronConfig(malicious_info["v_threshold_t"], tau(malicious_info["tau_t"]))
-
-    def train_backdoor():
-        seed_everything(config.train.seed)
-        model = new_model(config, data.info, device)
-        poisoned = choose_poisoned_target_samples(data.train.y, cfg.target, cfg.poison_ratio, seed)
-        mask = torch.zeros(len(data.train), dtype=torch.bool, device=device)
-        mask[poisoned.to(device)] = True
-        augment = dataset_augmentation(data.info, config.train.augment)
-        result = train(model, data.train, config.train, data.val, augment=augment,
-                       loss_fn=dual_spike_loss(mask, malicious), description="BadSNN")
-        info = {
-            "poisoned_count": len(poisoned),
-            "target_count": int((data.train.y == cfg.target).sum()),
-            "base_ca": evaluate(model, data.test),
-            "val_base_ca": evaluate(model, data.val),
-            "train_seconds": round(result.seconds, 3),
-            "history": result.history,
-        }
-        return model, info
-
-    backdoor, backdoor_info = run.model_stage("badsnn_model", train_backdoor, device)
-    grid = [NeuronConfig(c.v_threshold, tau(c.tau)) for c in _grid(cfg)]
-    if events:
-        first_trigger = event_triggers(cfg, seed, data.info.extra["frame_scale"],
-                                       data.info.extra["count_max"])
-        primary = first_key = EVENT_KEYS[cfg.trigger]
-    else:
-        first_trigger, primary, first_key = {"asr_p": PowerTrigger(cfg.power)}, "asr_o", "asr_p"
-    rows_first = run.stage(
-        "grid_first", lambda: {"rows": grid_rows(backdoor, data, first_trigger, cfg.target, grid)}
-    )["rows"]
-    provisional = select_attack_row(
-        rows_first, backdoor_info["val_base_ca"], cfg.ca_tolerance, f"val_{first_key}"
+    setup = AttackSetup(
+        data=raw, build_model=lambda: new_model(config, data.info, device), train=config.train,
+        target=config.target, seed=seed, device=device, clean_model=lambda: clean,
+        workdir=run.path,
     )
-    provisional_config = NeuronConfig(provisional["v_threshold_a"], provisional["tau_a"])
-    triggers = dict(first_trigger)
+    result = run_badsnn_stages(setup, options, frames)
 
-    if not events:
-        generator_path = run.path / "trigger_o.safetensors"
-
-        def optimise() -> dict:
-            generator, info = fit_optimised(
-                backdoor, data, cfg, config.unet, nominal, provisional_config, seed
-            )
-            save_generator(generator, generator_path, {"target": cfg.target})
-            return {"blend_config": provisional_config.as_dict(), **info}
-
-        optimise_info = run.stage("trigger_o", optimise)
-        generator, _ = load_generator(generator_path, device)
-        triggers["asr_o"] = OptimisedTrigger(generator, cfg.target)
-
-        def full_grid() -> dict:
-            rows = grid_rows(backdoor, data, {"asr_o": triggers["asr_o"]}, cfg.target, grid,
-                             with_ca=False)  # CA is in rows_first
-            merged = [{**a, **b} for a, b in zip(rows_first, rows)]
-            return {"rows": merged}
-
-        rows = run.stage("grid", full_grid)["rows"]
-    else:
-        optimise_info, rows = {}, rows_first
-
-    selected = select_attack_row(
-        rows, backdoor_info["val_base_ca"], cfg.ca_tolerance, f"val_{primary}"
-    )
-    attack = NeuronConfig(selected["v_threshold_a"], selected["tau_a"])
-    metrics_keys = ["v_threshold_a", "tau_a", "ca"] + list(triggers)
-    public_row = lambda r: {k: r[k] for k in metrics_keys}  # noqa: E731
-
-    control = {}
-    if not events and config.control:
-
-        def clean_control() -> dict:
-            generator, info = fit_optimised(
-                clean, data, cfg, config.unet, nominal, attack, seed
-            )
-            save_generator(generator, run.path / "trigger_o_clean_model.safetensors",
-                           {"target": cfg.target})
-            trigger = OptimisedTrigger(generator, cfg.target)
-            return {
-                "asr_o_clean_model": _asr(clean, data.test, trigger, cfg.target, attack),
-                "asr_o_clean_model_nominal": _asr(clean, data.test, trigger, cfg.target, nominal),
-                "clean_model_ca_at_attack_config": evaluate(clean, data.test, neuron_config=attack),
-                # Untriggered: where a silent clean net already answers y_t, T_o gets it free.
-                "clean_model_target_share_at_attack_config": _asr(
-                    clean, data.test, lambda x: x, cfg.target, attack),
-                **{k: v for k, v in info.items() if k != "unet_history"},
-            }
-
-        control = run.stage("control", clean_control)
-    elif config.control:
-
-        def clean_control_events() -> dict:
-            out = {"clean_model_ca_at_attack_config": evaluate(clean, data.test,
-                                                               neuron_config=attack)}
-            for key, trigger in triggers.items():
-                triggered = triggered_non_target(data.test, trigger, cfg.target)
-                out[f"{key}_clean_model"] = _asr_triggered(clean, triggered, cfg.target, attack)
-                out[f"{key}_clean_model_nominal"] = _asr_triggered(clean, triggered, cfg.target,
-                                                                   nominal)
-            return out
-
-        control = run.stage("control", clean_control_events)
-
+    counts = events and options.frames == "counts"
     # Perturbation sizes on [0, 1] frames in both modes, so l2, linf and mse compare across
     # them (SSIM and PSNR use each sample's own range anyway).
-    unit = data.info.extra["count_max"] if counts else 1.0
-
-    def measure_spikes() -> dict:
-        x = data.test.floats()
-        out = {"clean_nominal": _spikes(backdoor, x, nominal),
-               "clean_attack": _spikes(backdoor, x, attack)}
-        for key, trigger in triggers.items():
-            name = key.replace("asr_", "")
-            triggered = apply_in_batches(trigger, x)
-            out[f"{name}_attack"] = _spikes(backdoor, triggered, attack)
-            out[f"{name}_perturbation"] = perturbation_stats(x / unit, triggered / unit)
-            if events:
-                out[f"{name}_perturbation"]["event_count_change"] = event_count_change(
-                    x, triggered)
-        return out
-
-    spikes = run.stage("spikes_and_perturbation", measure_spikes)
-
+    unit = frames.count_max if counts else 1.0
+    spikes = stage(setup, "spikes_and_perturbation",
+                   lambda: spikes_and_perturbation(result, unit))
     noise_sweep = []
     if events:
-
-        def sweep_noise() -> dict:
-            x = data.test.floats()
-            rows = []
-            for beta in cfg.noise_beta_sweep:
-                trigger = NoiseTrigger(beta, seed, counts=counts)
-                rows.append({"beta": beta,
-                             "asr_s": _asr(backdoor, data.test, trigger, cfg.target, attack),
-                             "spikes_attack": _spikes(backdoor, apply_in_batches(trigger, x),
-                                                      attack)})
-            return {"rows": rows}
-
-        noise_sweep = run.stage("noise_beta_sweep", sweep_noise)["rows"]
-
+        noise_sweep = stage(setup, "noise_beta_sweep", lambda: noise_beta_sweep(
+            result, options.noise_beta_sweep, seed, counts))["rows"]
+    sweeps = None
     if config.figures:
-        def figures() -> dict:
-            sweeps = {
-                "clean": neuron_sweep(clean, data.test, config.analyze.v_thresholds,
-                                      config.analyze.taus if lif else [],
-                                      [] if events else config.analyze.powers),
-                "badsnn": neuron_sweep(backdoor, data.test, config.analyze.v_thresholds,
-                                       config.analyze.taus if lif else [],
-                                       [] if events else config.analyze.powers),
-            }
-            paths = badsnn_figures(run.path / "figures", rows, sweeps, data, triggers, primary)
-            if events:
-                paths.append(frames_figure(run.path / "figures" / "frames.png", data.test,
-                                           triggers, cfg.target))
-            return {"sweeps": sweeps, "paths": [str(p) for p in paths]}
+        sweeps = stage(setup, "figures", lambda: figure_data(config, result, run))["sweeps"]
 
-        run.stage("figures", figures)
-
-    set_neuron_params(backdoor, v_threshold=attack.v_threshold, tau=attack.tau)
-    from ..checkpoint import save_model
-
-    save_model(backdoor, run.path / "badsnn_deployed.safetensors",
-               {"attack_config": attack.as_dict(), "nominal_config": nominal.as_dict()})
-    seconds = run.stage_seconds()
+    deploy(result.model, result.attack)
+    save_model(result.model, run.path / "badsnn_deployed.safetensors",
+               {"attack_config": result.attack.as_dict(),
+                "nominal_config": result.nominal.as_dict()})
+    seconds = RunDir(run.path).stage_seconds()
     seconds["total"] = round(sum(seconds.values()), 3)
-    chosen = public_row(selected)
+    info = result.info()
     metrics = {
         "clean_ca": clean_info["test_accuracy"],
-        "base_ca": backdoor_info["base_ca"],
-        **chosen,  # ca, asr_* at the selected attack config (also under "selected")
-        "frame_scale": data.info.extra.get("frame_scale"),
-        "count_max": data.info.extra.get("count_max"),
+        "base_ca": info["base_ca"],
+        **info["selected"],  # ca, asr_* at the selected attack config (also under "selected")
+        "frame_scale": frames.frame_scale if frames is not None else None,
+        "count_max": frames.count_max if frames is not None else None,
         "T": data.info.shape[0] if events else config.model.T,
-        "frames": cfg.frames if events else None,
-        "selected": chosen,
-        "grid": [public_row(r) for r in rows],
-        "asr_o_clean_model": control.get("asr_o_clean_model"),
+        "frames": options.frames if events else None,
+        "trigger": result.trigger,
+        "target": result.target,
+        "selected": info["selected"],
+        "grid": info["grid"],
+        "asr_o_clean_model": result.control.get("asr_o_clean_model"),
         "seconds": seconds,
-        "nominal_config": nominal.as_dict(),
-        "malicious_config": malicious.as_dict(),
-        "malicious_choice": malicious_info,
-        "provisional_attack_config": {k: provisional.get(k) for k in metrics_keys},
-        "selection": {"split": "val", "key": f"val_{primary}", "ca_tolerance": cfg.ca_tolerance,
-                      "val_base_ca": backdoor_info["val_base_ca"]},
-        "poisoning": {"poisoned_count": backdoor_info["poisoned_count"],
-                      "target_count": backdoor_info["target_count"],
-                      "poison_ratio": cfg.poison_ratio},
+        "nominal_config": info["nominal_config"],
+        "malicious_config": info["malicious_config"],
+        "malicious_choice": result.malicious_choice,
+        "provisional_attack_config": result.public_row(result.provisional.row),
+        "selection": {**info["selection"], "provisional": result.provisional.record()},
+        "poisoning": {**info["poisoning"], "target_class_ratio": options.target_class_ratio},
         "spikes_per_sample": {k: v for k, v in spikes.items() if not k.endswith("perturbation")},
         "perturbation": {k.replace("_perturbation", ""): v for k, v in spikes.items()
                          if k.endswith("perturbation")},
         "asr_s_by_beta": noise_sweep,
-        "trigger_o": {k: v for k, v in optimise_info.items() if k != "unet_history"},
-        "control": control,
+        "trigger_o": info["trigger_o"],
+        "control": result.control,
     }
-    run.write_text("table.csv", table_csv(badsnn_table_rows(metrics)))
-    run.write_text("report.md", badsnn_report(config, metrics, rows))
+    if sweeps is not None:
+        metrics["sweeps"] = sweeps
+    run.write_metrics(metrics)
+    render_badsnn(run.path)
     return metrics
-
-
-def badsnn_outcome(config, data, device, run: RunDir) -> AttackOutcome:
-    """For the attack x defense matrix: the BadSNN model deployed at S_a with T_o (or T_s)."""
-    from ..checkpoint import load_model
-
-    metrics = run_badsnn(config, run)
-    model = load_model(run.path / "badsnn_deployed.safetensors", device)
-    if data.info.kind == "events":
-        triggers = event_triggers(config.badsnn, config.seed, metrics["frame_scale"],
-                                  metrics["count_max"])
-        trigger = triggers[EVENT_KEYS[config.badsnn.trigger]]
-    else:
-        generator, _ = load_generator(run.path / "trigger_o.safetensors", device)
-        trigger = OptimisedTrigger(generator, config.badsnn.target)
-    return AttackOutcome("badsnn", model, trigger, config.badsnn.target, info=metrics)

@@ -1,26 +1,22 @@
-"""Tables and figures from run results (markdown and PNG), in the style of the papers."""
+"""BadSNN's report layer: report.md (Table 1 style), table.csv and the figures, rendered
+from a run directory (config.yaml, metrics.json, examples.safetensors) by `render_badsnn`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from ..attacks.badsnn import trigger_label
+from ..config import read_yaml
+from ..io import atomic_write_text, read_json
+from .badsnn_figures import grid_figure, load_examples, trigger_examples
+from .frames import plot_frames
+from .sweeps import plot_sweep
+from .tables import table_csv, table_rows
 
-from ..analysis import plot_sweep
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def trigger_label(key: str) -> str:
-    """A metric key's trigger name: asr_s -> T_s (figures and table.csv)."""
-    return key.replace("asr_", "T_")
+EXAMPLES_FILE = "examples.safetensors"
+FIGURE_TITLES = {"fig2_clean": "Fig. 2 clean", "fig2_badsnn": "Fig. 2 BadSNN",
+                 "fig3_grid": "Fig. 3", "fig5_triggers": "Fig. 5",
+                 "frames": "clean and triggered frames over time"}
 
 
 def pct(value) -> str:
@@ -45,16 +41,19 @@ def table1(metrics: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
-    """report.md of a BadSNN run."""
+def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
+    """report.md of a BadSNN run from its config.yaml mapping and metrics.json;
+    `figures`: the figure files (relative to the run) to link."""
+    model = config["model"]
     sel = metrics["selected"]
     mal = metrics["malicious_config"]
     nom = metrics["nominal_config"]
     lines = [
-        f"# BadSNN: {config.name}",
+        f"# BadSNN: {config['name']}",
         "",
-        f"Dataset `{config.dataset.name}`, model `{config.model.name}` ({config.model.neuron}, "
-        f"T={metrics.get('T', config.model.T)}), seed {config.seed}. "
+        f"Dataset `{config['dataset']['name']}`, model `{model['name']}` ({model['neuron']}, "
+        f"T={metrics.get('T', model['T'])}), seed {config['seed']}, target class "
+        f"{metrics.get('target', config.get('target'))}. "
         "Test-split figures in percent; the attack config is selected on the validation split "
         f"(largest {metrics['selection']['key']} with val CA >= val base CA - "
         f"{metrics['selection']['ca_tolerance']}). `*` marks the selected row.",
@@ -62,12 +61,17 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
         f"- Nominal S_n: V_thr {nom['v_threshold']}, tau {nom['tau']}; malicious S_t: "
         f"V_thr {mal['v_threshold']}, tau {mal['tau']} (SpikingJelly tau; paper tau = 1/tau).",
         f"- Poisoned target samples: {metrics['poisoning']['poisoned_count']} of "
-        f"{metrics['poisoning']['target_count']} (P = {metrics['poisoning']['poison_ratio']}).",
+        f"{metrics['poisoning']['target_count']} of the target class "
+        f"(P = {metrics['poisoning']['target_class_ratio']}).",
         "",
-        table1(metrics, rows),
+        table1(metrics, metrics["grid"]),
         "",
-        f"Selected attack config: V_thr^a {sel['v_threshold_a']}, tau^a {sel['tau_a']}.",
+        f"Selected attack config: V_thr^a {sel['v_threshold_a']}, tau^a {sel['tau_a']} "
+        f"(trigger {metrics.get('trigger', 'n/a')}).",
     ]
+    if metrics["selection"].get("within_tolerance") is False:
+        lines += ["", "**No attack config kept val CA within the tolerance**: the one with the "
+                  "highest val CA was taken (widen the grid toward S_n or raise the tolerance)."]
     if metrics.get("asr_o_clean_model") is not None:
         lines += [
             "",
@@ -120,95 +124,58 @@ def badsnn_report(config, metrics: dict, rows: list[dict]) -> str:
     seconds = metrics["seconds"]
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
-    lines += ["", "## Figures", "", "![Fig. 2 clean](figures/fig2_clean.png)",
-              "![Fig. 2 BadSNN](figures/fig2_badsnn.png)", "![Fig. 3](figures/fig3_grid.png)",
-              "![Fig. 5](figures/fig5_triggers.png)"]
-    if events:
-        lines.append("![clean and triggered frames over time](figures/frames.png)")
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{FIGURE_TITLES.get(Path(f).stem, Path(f).stem)}]({f})" for f in figures]
     lines.append("")
     return "\n".join(lines)
 
 
-def grid_heatmaps(rows: list[dict], keys: list[str], path: Path) -> Path:
-    """Fig. 3 style: CA and each ASR over (V_thr^a, tau^a)."""
-    plt = _pyplot()
-    vs = sorted({r["v_threshold_a"] for r in rows})
-    taus = sorted({r["tau_a"] or 0.0 for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 0.9 + 0.55 * len(taus) + 1.2),
-                             squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        grid = torch.full((len(taus), len(vs)), float("nan"))
-        for r in rows:
-            grid[taus.index(r["tau_a"] or 0.0), vs.index(r["v_threshold_a"])] = r[key]
-        image = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(vs)), [f"{v:g}" for v in vs], rotation=45)
-        ax.set_yticks(range(len(taus)), [f"{t:g}" for t in taus])
-        ax.set_xlabel("V_thr^a")
-        ax.set_ylabel("tau^a")
-        ax.set_title(key.upper())
-        for i in range(len(taus)):
-            for j in range(len(vs)):
-                if not torch.isnan(grid[i, j]):
-                    ax.text(j, i, f"{100 * grid[i, j]:.0f}", ha="center", va="center",
-                            color="white", fontsize=7)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def badsnn_table_rows(metrics: dict) -> list[dict]:
+    """table.csv rows (attack, trigger, ca, asr, ssim, mse): the clean model, then each
+    trigger at the selected attack config."""
+    attacks = {}
+    for key in metrics["selected"]:
+        if key.startswith("asr_"):
+            stealth = metrics["perturbation"][key.removeprefix("asr_")]
+            attacks[trigger_label(key)] = {"attack": "badsnn", "ca": metrics["ca"],
+                                           "asr": metrics[key], "ssim": stealth["ssim"],
+                                           "mse": stealth["mse"]}
+    return table_rows(metrics["clean_ca"], attacks)
 
 
-def trigger_examples(x: torch.Tensor, triggers: dict, path: Path, count: int = 4) -> Path:
-    """Fig. 5 style: clean, triggered, and the perturbation normalised to [0, 1]."""
-    plt = _pyplot()
-    x = x[:count]
-    columns = 1 + 2 * len(triggers)
-    fig, axes = plt.subplots(len(x), columns, figsize=(1.6 * columns, 1.6 * len(x)),
-                             squeeze=False)
-    shown = _as_image(x)
-    for i in range(len(x)):
-        axes[i][0].imshow(shown[i], cmap="gray", vmin=0, vmax=1)
-        axes[0][0].set_title("clean", fontsize=8)
-    for t, (name, trigger) in enumerate(triggers.items()):
-        triggered = trigger(x)
-        diff = (triggered - x).abs()
-        diff = diff / diff.flatten(1).amax(1).clamp_min(1e-8).view(-1, *[1] * (x.ndim - 1))
-        for i, image in enumerate((_as_image(triggered), _as_image(diff))):
-            for row in range(len(x)):
-                axes[row][1 + 2 * t + i].imshow(image[row], cmap="gray", vmin=0, vmax=1)
-            label = trigger_label(name)
-            axes[0][1 + 2 * t + i].set_title(label if i == 0 else f"|{label} - x| (norm.)",
-                                             fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _as_image(x: torch.Tensor):
-    """Images [N, C, H, W] -> HxW(x3) arrays; event frames -> time-summed ON minus OFF."""
-    x = x.detach().float().cpu()
-    if x.ndim == 5:
-        summed = x.sum(1)
-        x = (summed[:, -1] - summed[:, 0]).unsqueeze(1)
-        x = (x - x.amin((2, 3), keepdim=True)) / (x.amax((2, 3), keepdim=True)
-                                                   - x.amin((2, 3), keepdim=True)).clamp_min(1e-8)
-    x = x.clamp(0, 1)
-    return x[:, 0].numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()
-
-
-def badsnn_figures(folder: Path, rows, sweeps, data, triggers: dict, primary: str) -> list[Path]:
-    """Fig. 2 (clean and BadSNN sweeps), Fig. 3 (grid heatmaps), Fig. 5 (trigger examples)."""
-    folder.mkdir(parents=True, exist_ok=True)
+def badsnn_figures(run_dir: Path, metrics: dict) -> list[Path]:
+    """Fig. 2 (clean and BadSNN neuron sweeps, nominal values marked), Fig. 3 (the
+    attack-config grid, S_a marked), Fig. 5 (trigger examples) and, on event frames, the
+    frames over time: each drawn when the run holds its data."""
+    folder = run_dir / "figures"
+    nominal = {**metrics["nominal_config"], "power": 1.0}
     paths = []
-    for name, sweep in sweeps.items():
-        path = folder / f"fig2_{name}.png"
-        plot_sweep(sweep, path, {"v_threshold": 1.0, "power": 1.0}, title=f"{name} model (test)")
-        paths.append(path)
-    keys = ["ca"] + list(triggers)
-    paths.append(grid_heatmaps(rows, keys, folder / "fig3_grid.png"))
-    target_free = data.test.floats(torch.nonzero(data.test.y != 0).flatten()[:4])
-    paths.append(trigger_examples(target_free, triggers, folder / "fig5_triggers.png"))
+    for name, sweep in (metrics.get("sweeps") or {}).items():
+        paths.append(plot_sweep(sweep, folder / f"fig2_{name}.png", nominal,
+                                title=f"{name} model (test)"))
+    keys = ["ca"] + [k for k in metrics["selected"] if k.startswith("asr_")]
+    paths.append(grid_figure(metrics["grid"], keys, folder / "fig3_grid.png",
+                             metrics["selected"]))
+    if (run_dir / EXAMPLES_FILE).exists():
+        clean, triggered = load_examples(run_dir / EXAMPLES_FILE)
+        paths.append(trigger_examples(clean, triggered, folder / "fig5_triggers.png"))
+        if clean.ndim == 5:
+            paths.append(plot_frames(clean[0], {k: v[0] for k, v in triggered.items()},
+                                     folder / "frames.png"))
+    return paths
+
+
+def render_badsnn(run_dir: str | Path) -> list[Path]:
+    """Write table.csv, the figures (when the config asks for them) and report.md of a
+    BadSNN run from its directory; the paths written."""
+    run_dir = Path(run_dir)
+    config = read_yaml(run_dir / "config.yaml")
+    metrics = read_json(run_dir / "metrics.json", dict, "run file")
+    paths = [atomic_write_text(run_dir / "table.csv", table_csv(badsnn_table_rows(metrics)))]
+    if config.get("figures", True):
+        paths += badsnn_figures(run_dir, metrics)
+    figures = [str(p.relative_to(run_dir)) for p in paths if p.suffix == ".png"]
+    paths.append(atomic_write_text(run_dir / "report.md",
+                                   badsnn_report(config, metrics, figures)))
     return paths
