@@ -271,7 +271,7 @@ def _run_tiny_badsnn(ndigits_cache, out, lr: float, figures: bool = False, **bad
                     "options": {"T": 4, "limit": 200, "cache_dir": str(ndigits_cache)}},
         "model": {"name": "nmnist_net"},
         "train": {"epochs": 3, "batch_size": 32, "lr": lr, "progress": False},
-        "badsnn": {"v_threshold_t": 1.6, "poison_ratio": 0.5, **badsnn},
+        "badsnn": {"v_threshold_t": 1.6, "target_class_ratio": 0.5, **badsnn},
         "analyze": {"v_thresholds": [1.0, 1.5], "taus": [2.0]},
         "figures": figures,
     }

@@ -275,15 +275,18 @@ def sweep(config: str, grid: tuple[str, ...], out: str | None,
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 def report(runs: tuple[str, ...]) -> None:
-    """Summarise run directories: their scalar metrics side by side, and report paths."""
+    """Re-render each run directory's report (report.md, CSV, figures) from its files, then
+    print their scalar metrics side by side."""
+    from .io import read_json
+    from .report import render
     from .sweep import flatten
 
     rows = {}
     for run_dir in runs:
-        path = Path(run_dir) / "metrics.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{run_dir} has no metrics.json: the run has not finished")
-        rows[run_dir] = flatten(json.loads(path.read_text()))
+        written = render(run_dir)
+        rows[run_dir] = flatten(read_json(Path(run_dir) / "metrics.json", dict, "run file"))
+        for path in written:
+            click.echo(f"wrote {path}", err=True)
     keys = list(dict.fromkeys(k for row in rows.values() for k in row
                               if not k.startswith(("seconds.", "control.", "trigger_o."))))
     click.echo("| metric | " + " | ".join(rows) + " |")

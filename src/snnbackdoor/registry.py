@@ -86,7 +86,7 @@ _state = {"discovered": False, "discovering": False}
 
 def _first_line(obj: Any) -> str:
     doc = getattr(obj, "__doc__", None) or ""
-    return doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 def _check_kind(kind: str) -> None:
@@ -193,6 +193,8 @@ def components(kind: str | None = None) -> list[Component]:
 
 
 def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):

@@ -245,6 +245,19 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     )
 
 
+def summary_line(result: BadSNNResult) -> str:
+    """One line for the matrix report: clean and base CA, S_a and how it was chosen."""
+    a, val = result.attack, result.selected.row
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    tau = "learned" if a.tau is None else f"{a.tau:g}"
+    return (f"clean CA {pct(result.clean_ca)}, base CA {pct(result.training['base_ca'])}; "
+            f"deployed at V_thr^a {a.v_threshold:g}, tau^a {tau} (chosen on the validation "
+            f"split: val CA {pct(val.get('val_ca'))}); trigger {trigger_label(result.primary)}")
+
+
 def deploy(model: nn.Module, config: NeuronConfig) -> nn.Module:
     """`model` with every spiking node set to `config` (the model is changed in place)."""
     set_neuron_params(model, v_threshold=config.v_threshold, tau=config.tau)
@@ -270,7 +283,8 @@ def badsnn(setup: AttackSetup, options: BadSNNOptions | None = None) -> AttackOu
         model=model,
         trigger=result.triggers[result.primary],
         target=result.target,
-        info={**result.info(), "options": json_safe(dataclasses.asdict(options))},
+        info={**result.info(), "options": json_safe(dataclasses.asdict(options)),
+              "summary": summary_line(result)},
         triggers={trigger_label(k): t for k, t in result.triggers.items()},
         deployed=result.attack.as_dict(),
     )
