@@ -20,9 +20,8 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
-from ..registry import register
 from ..training import seed_everything
-from .base import Repaired, parse_options, repair_copy, run_repair
+from .base import RepairJob, repair, repair_copy
 from .discovery import on_device
 
 
@@ -211,14 +210,8 @@ def prune_by_masks(
     return pruned
 
 
-@register("defense", "anp", options=ANPOptions)
-def anp_prune(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: ANPOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("anp", ANPOptions)
+def anp_prune(job: RepairJob) -> dict:
     """ANP: prune the BN channels most sensitive to adversarial neuron perturbation.
 
     Works on a copy of the model.
@@ -226,15 +219,12 @@ def anp_prune(
     threshold (0.2) or a fixed count, never tuned on the test split or on ASR. `val_split`
     is only measured for the report. `info` holds the masks and pruned channels.
     """
-    opts = parse_options(ANPOptions, options, "anp")
-
-    def work(repaired: nn.Module) -> dict:
-        masks = optimise_masks(model, clean_subset, opts, seed)
-        pruned = prune_by_masks(repaired, masks, opts.threshold, opts.prune_count)
-        return {
-            "masks": {name: m.tolist() for name, m in masks.items()},
-            "pruned": pruned,
-            "pruned_count": sum(len(v) for v in pruned.values()),
-        }
-
-    return run_repair("anp", model, val_split, work)
+    repaired, model, clean_subset = job.copy, job.model, job.clean_subset
+    opts, seed = job.options, job.seed
+    masks = optimise_masks(model, clean_subset, opts, seed)
+    pruned = prune_by_masks(repaired, masks, opts.threshold, opts.prune_count)
+    return {
+        "masks": {name: m.tolist() for name, m in masks.items()},
+        "pruned": pruned,
+        "pruned_count": sum(len(v) for v in pruned.values()),
+    }

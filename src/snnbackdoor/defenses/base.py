@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn as nn
 
 from ..data.bundle import Split
 from ..neurons import get_neuron_params, restore_neuron_params
+from ..registry import register
 from ..training import evaluate
 
 
@@ -64,3 +67,35 @@ def run_repair(name: str, model: nn.Module, val_split: Split | None,
     if val_split is not None:
         info["val_accuracy"] = evaluate(repaired, val_split)
     return Repaired(repaired, info)
+
+
+@dataclass(frozen=True)
+class RepairJob:
+    """What a repair's body works with: `copy` is the model it repairs in place; `model`,
+    the model as given, is only read (it is never changed)."""
+
+    model: nn.Module
+    copy: nn.Module
+    clean_subset: Split
+    val_split: Split | None
+    options: Any
+    seed: int
+
+
+def repair(name: str, options_cls: type) -> Callable:
+    """Register `body(job: RepairJob) -> info` as the repair `name` with its options
+    dataclass, and return the public entry point every repair shares:
+    `fn(model, clean_subset, val_split=None, options=None, seed=0) -> Repaired`."""
+
+    def decorate(body: Callable[[RepairJob], dict]) -> Callable[..., Repaired]:
+        def entry(model: nn.Module, clean_subset: Split, val_split: Split | None = None,
+                  options: Any = None, seed: int = 0) -> Repaired:
+            opts = parse_options(options_cls, options, name)
+            return run_repair(name, model, val_split, lambda copy: body(
+                RepairJob(model, copy, clean_subset, val_split, opts, seed)))
+
+        functools.update_wrapper(entry, body)
+        del entry.__wrapped__  # the signature shown is the entry point's, not the body's
+        return register("defense", name, options=options_cls)(entry)
+
+    return decorate

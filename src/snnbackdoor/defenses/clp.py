@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..data.bundle import Split
-from ..registry import register
-from .base import Repaired, parse_options, run_repair
+from .base import RepairJob, repair
 from .discovery import conv_bn_pairs, probe_input
 
 
@@ -36,14 +34,8 @@ def channel_lipschitz(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
     return torch.linalg.matrix_norm(matrices.cpu(), ord=2)
 
 
-@register("defense", "clp", options=CLPOptions)
-def clp_prune(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: CLPOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("clp", CLPOptions)
+def clp_prune(job: RepairJob) -> dict:
     """CLP: prune channels with outlying Lipschitz upper bounds (data-free).
 
     The BN weight and bias of each pruned channel are zeroed in a copy of the model.
@@ -51,30 +43,26 @@ def clp_prune(
     shape for the probe pass that checks which BN directly follows which conv. `val_split`
     is only measured for the report. `info['pruned']` maps BN names to channels.
     """
-    opts = parse_options(CLPOptions, options, "clp")
-
-    def work(repaired: nn.Module) -> dict:
-        pairs = conv_bn_pairs(repaired, probe_input(clean_subset, repaired, zeros=True))
-        pruned: dict[str, list[int]] = {}
-        for pair in pairs:
-            if pair.bn.weight is None or pair.bn.running_var is None:
-                continue  # a BN without affine parameters or running statistics: nothing to prune
-            scores = channel_lipschitz(pair.conv, pair.bn)
-            if len(scores) < 2:
-                continue
-            index = torch.nonzero(scores > scores.mean() + opts.u * scores.std()).flatten()
-            if len(index) == 0:
-                continue
-            with torch.no_grad():
-                device_index = index.to(pair.bn.running_var.device)
-                pair.bn.weight[device_index] = 0.0
-                pair.bn.bias[device_index] = 0.0
-            pruned[pair.bn_name] = index.tolist()
-        return {
-            "u": opts.u,
-            "pairs": [(p.conv_name, p.bn_name) for p in pairs],
-            "pruned": pruned,
-            "pruned_count": sum(len(v) for v in pruned.values()),
-        }
-
-    return run_repair("clp", model, val_split, work)
+    repaired, clean_subset, opts = job.copy, job.clean_subset, job.options
+    pairs = conv_bn_pairs(repaired, probe_input(clean_subset, repaired, zeros=True))
+    pruned: dict[str, list[int]] = {}
+    for pair in pairs:
+        if pair.bn.weight is None or pair.bn.running_var is None:
+            continue  # a BN without affine parameters or running statistics: nothing to prune
+        scores = channel_lipschitz(pair.conv, pair.bn)
+        if len(scores) < 2:
+            continue
+        index = torch.nonzero(scores > scores.mean() + opts.u * scores.std()).flatten()
+        if len(index) == 0:
+            continue
+        with torch.no_grad():
+            device_index = index.to(pair.bn.running_var.device)
+            pair.bn.weight[device_index] = 0.0
+            pair.bn.bias[device_index] = 0.0
+        pruned[pair.bn_name] = index.tolist()
+    return {
+        "u": opts.u,
+        "pairs": [(p.conv_name, p.bn_name) for p in pairs],
+        "pruned": pruned,
+        "pruned_count": sum(len(v) for v in pruned.values()),
+    }

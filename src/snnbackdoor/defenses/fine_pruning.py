@@ -18,9 +18,8 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
-from ..registry import register
 from ..training import evaluate
-from .base import Repaired, parse_options, repair_copy, run_repair
+from .base import RepairJob, repair, repair_copy
 from .discovery import ConvUnit, collect_features, last_conv_unit, probe_input
 from .finetune import FineTuneOptions, fine_tune_in_place
 
@@ -97,14 +96,8 @@ def choose_prune_count(
     return chosen, sweep
 
 
-@register("defense", "fine_pruning", options=FinePruningOptions)
-def fine_prune(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: FinePruningOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("fine_pruning", FinePruningOptions)
+def fine_prune(job: RepairJob) -> dict:
     """Fine-pruning: prune the last conv layer's dormant channels, then fine-tune.
 
     Activity is measured on the clean subset; how many channels go is chosen on clean
@@ -113,38 +106,35 @@ def fine_prune(
     that falls below. Never the test split, never ASR. Without `val_split`, `prune_count`
     must be given. `info` holds the ranking, the sweep and the pruned channels.
     """
-    opts = parse_options(FinePruningOptions, options, "fine_pruning")
+    repaired, clean_subset, val_split = job.copy, job.clean_subset, job.val_split
+    opts, seed = job.options, job.seed
     if opts.prune_count is None and val_split is None:
         raise ValueError(
             "fine_pruning chooses how much to prune on val_split: pass one, or "
             "set options['prune_count']"
         )
-
-    def work(repaired: nn.Module) -> dict:
-        unit = last_conv_unit(repaired, probe_input(clean_subset, repaired))
-        activity = channel_activity(repaired, unit, clean_subset)
-        order = [int(i) for i in activity.argsort(stable=True)]
-        sweep: list[dict] = []
-        if opts.prune_count is not None:
-            count = min(int(opts.prune_count), len(order))
-        else:
-            count, sweep = choose_prune_count(repaired, unit, order, val_split, opts)
-        pruned = sorted(order[:count])
-        if pruned:
-            channel_masks(repaired, unit, pruned)
-        ft_opts = FineTuneOptions(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
-                                  opts.batch_size, opts.progress)
-        fine_tune_in_place(repaired, clean_subset, ft_opts, seed, "fine-pruning fine-tune")
-        if pruned:
-            remove_masks(repaired, unit)
-        return {
-            "layer": unit.conv_name,
-            "activation": unit.act_name,
-            "activity": activity.tolist(),
-            "order": order,
-            "pruned": pruned,
-            "pruned_count": len(pruned),
-            "sweep": sweep,
-        }
-
-    return run_repair("fine_pruning", model, val_split, work)
+    unit = last_conv_unit(repaired, probe_input(clean_subset, repaired))
+    activity = channel_activity(repaired, unit, clean_subset)
+    order = [int(i) for i in activity.argsort(stable=True)]
+    sweep: list[dict] = []
+    if opts.prune_count is not None:
+        count = min(int(opts.prune_count), len(order))
+    else:
+        count, sweep = choose_prune_count(repaired, unit, order, val_split, opts)
+    pruned = sorted(order[:count])
+    if pruned:
+        channel_masks(repaired, unit, pruned)
+    ft_opts = FineTuneOptions(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
+                              opts.batch_size, opts.progress)
+    fine_tune_in_place(repaired, clean_subset, ft_opts, seed, "fine-pruning fine-tune")
+    if pruned:
+        remove_masks(repaired, unit)
+    return {
+        "layer": unit.conv_name,
+        "activation": unit.act_name,
+        "activity": activity.tolist(),
+        "order": order,
+        "pruned": pruned,
+        "pruned_count": len(pruned),
+        "sweep": sweep,
+    }

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..data.bundle import Split
-from ..registry import register
 from ..training import train
-from .base import Repaired, parse_options, run_repair
+from .base import RepairJob, repair
 from .discovery import on_device, sgd_config
 
 
@@ -44,14 +43,8 @@ def fine_tune_in_place(
     return train(model, on_device(clean_subset, model), config, description=description).seconds
 
 
-@register("defense", "finetune", options=FineTuneOptions)
-def fine_tune(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: FineTuneOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("finetune", FineTuneOptions)
+def fine_tune(job: RepairJob) -> dict:
     """Fine-tuning: a copy of the model trained on the defender's clean subset.
 
     The copy stays at the model's deployed neuron config.
@@ -59,10 +52,7 @@ def fine_tune(
     plays any part; `val_split`, if given, is only measured for the report
     (`info['val_accuracy']`).
     """
-    opts = parse_options(FineTuneOptions, options, "finetune")
-
-    def work(repaired: nn.Module) -> dict:
-        seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
-        return {"epochs": opts.epochs, "seconds": seconds}
-
-    return run_repair("finetune", model, val_split, work)
+    repaired, clean_subset, opts = job.copy, job.clean_subset, job.options
+    seed = job.seed
+    seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
+    return {"epochs": opts.epochs, "seconds": seconds}

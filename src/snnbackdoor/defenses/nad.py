@@ -16,10 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.bundle import Split
-from ..registry import register
 from ..training import evaluate, train
-from .base import Repaired, parse_options, repair_copy, run_repair
+from .base import RepairJob, repair, repair_copy
 from .discovery import FeatureRecorder, block_outputs, on_device, probe_input, sgd_config
 from .finetune import FineTuneOptions, fine_tune_in_place
 
@@ -65,14 +63,8 @@ def attention_loss(
     return total
 
 
-@register("defense", "nad", options=NADOptions)
-def nad_repair(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: NADOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("nad", NADOptions)
+def nad_repair(job: RepairJob) -> dict:
     """NAD: distil a fine-tuned teacher's attention maps into a copy of the model.
 
     All settings are the paper's fixed ones; the attended layers are found by type and
@@ -80,43 +72,40 @@ def nad_repair(
     resolutions; fewer when the net has fewer, with the betas taken from the end). Nothing
     is chosen on the test split or on ASR; `val_split` is only measured for the report.
     """
-    opts = parse_options(NADOptions, options, "nad")
+    student, model, clean_subset = job.copy, job.model, job.clean_subset
+    val_split, opts, seed = job.val_split, job.options, job.seed
+    layers = opts.layers or block_outputs(student, probe_input(clean_subset, student))
+    teacher = repair_copy(model)
+    teacher_opts = FineTuneOptions(opts.teacher_epochs, opts.lr, opts.momentum,
+                                   opts.weight_decay, opts.batch_size, opts.progress)
+    fine_tune_in_place(teacher, clean_subset, teacher_opts, seed, "nad teacher")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
 
-    def work(student: nn.Module) -> dict:
-        layers = opts.layers or block_outputs(student, probe_input(clean_subset, student))
-        teacher = repair_copy(model)
-        teacher_opts = FineTuneOptions(opts.teacher_epochs, opts.lr, opts.momentum,
-                                       opts.weight_decay, opts.batch_size, opts.progress)
-        fine_tune_in_place(teacher, clean_subset, teacher_opts, seed, "nad teacher")
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    with (
+        FeatureRecorder(teacher, layers) as teacher_maps,
+        FeatureRecorder(student, layers, detach=False) as student_maps,
+    ):
 
-        with (
-            FeatureRecorder(teacher, layers) as teacher_maps,
-            FeatureRecorder(student, layers, detach=False) as student_maps,
-        ):
+        def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, index) -> torch.Tensor:
+            with torch.no_grad():
+                teacher(x)
+            logits = net(x)
+            distill = attention_loss(
+                student_maps.ordered(), teacher_maps.ordered(), opts.betas, opts.p
+            )
+            return F.cross_entropy(logits, y) + distill
 
-            def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, index) -> torch.Tensor:
-                with torch.no_grad():
-                    teacher(x)
-                logits = net(x)
-                distill = attention_loss(
-                    student_maps.ordered(), teacher_maps.ordered(), opts.betas, opts.p
-                )
-                return F.cross_entropy(logits, y) + distill
-
-            config = sgd_config(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
-                                opts.batch_size, seed, opts.progress)
-            result = train(student, on_device(clean_subset, student), config, loss_fn=loss_fn,
-                           description="nad student")
-        info = {
-            "layers": list(layers),
-            "betas": list(opts.betas)[len(opts.betas) - len(layers) :],
-            "seconds": result.seconds,
-        }
-        if val_split is not None:
-            info["teacher_val_accuracy"] = evaluate(teacher, val_split)
-        return info
-
-    return run_repair("nad", model, val_split, work)
+        config = sgd_config(opts.epochs, opts.lr, opts.momentum, opts.weight_decay,
+                            opts.batch_size, seed, opts.progress)
+        result = train(student, on_device(clean_subset, student), config, loss_fn=loss_fn,
+                       description="nad student")
+    info = {
+        "layers": list(layers),
+        "betas": list(opts.betas)[len(opts.betas) - len(layers) :],
+        "seconds": result.seconds,
+    }
+    if val_split is not None:
+        info["teacher_val_accuracy"] = evaluate(teacher, val_split)
+    return info

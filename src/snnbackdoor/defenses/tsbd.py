@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
-from ..registry import register
 from ..training import evaluate, make_optimizer, seed_everything
-from .base import Repaired, parse_options, repair_copy, run_repair
+from .base import RepairJob, repair, repair_copy
 from .discovery import conv_layers, exact_accuracy, on_device, probe_input, sgd_config
 
 N_GRID = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 0.9)  # the reference's sweep
@@ -245,14 +244,8 @@ def choose_n(
     return (chosen if chosen is not None else min(opts.n_grid)), sweep
 
 
-@register("defense", "tsbd", options=TSBDOptions)
-def tsbd_repair(
-    model: nn.Module,
-    clean_subset: Split,
-    val_split: Split | None = None,
-    options: TSBDOptions | dict | None = None,
-    seed: int = 0,
-) -> Repaired:
+@repair("tsbd", TSBDOptions)
+def tsbd_repair(job: RepairJob) -> dict:
     """TSBD: zero the weights clean unlearning moves most, then activeness-aware fine-tuning.
 
     Works on a copy of the model.
@@ -262,34 +255,31 @@ def tsbd_repair(
     `val_split`, or with `n` given, no selection happens. The test split and ASR are never
     looked at. `info` holds the unlearning curve, the n sweep and the choice.
     """
-    opts = parse_options(TSBDOptions, options, "tsbd")
-
-    def work(repaired: nn.Module) -> dict:
-        convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model))]
-        if not convs:
-            raise ValueError("TSBD needs Conv2d layers (its neurons are conv output channels)")
-        unlearned = repair_copy(model)
-        unlearning = clean_unlearning(unlearned, clean_subset, opts, seed)
-        changes = weight_changes(model, unlearned, convs)
-        ranking = neuron_scores(changes)
-        del unlearned
-        sweep: list[dict] = []
-        if opts.n is not None:
-            n = opts.n
-        elif val_split is not None:
-            n, sweep = choose_n(model, changes, ranking, opts, val_split)
-        else:
-            n = 0.05  # the reference configuration's default ratio
-        zeroed = zero_reinit(repaired, changes, ranking, n, opts.m)
-        activeness_aware_fine_tune(repaired, clean_subset, opts, seed)
-        return {
-            "unlearn_steps": unlearning.steps,
-            "unlearn_accuracies": unlearning.accuracies,
-            "unlearn_reached_bound": unlearning.reached_bound,
-            "n": n,
-            "n_sweep": sweep,
-            "reinit_channels": int(len(ranking) * n),
-            "zeroed_weights": zeroed,
-        }
-
-    return run_repair("tsbd", model, val_split, work)
+    repaired, model, clean_subset = job.copy, job.model, job.clean_subset
+    val_split, opts, seed = job.val_split, job.options, job.seed
+    convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model))]
+    if not convs:
+        raise ValueError("TSBD needs Conv2d layers (its neurons are conv output channels)")
+    unlearned = repair_copy(model)
+    unlearning = clean_unlearning(unlearned, clean_subset, opts, seed)
+    changes = weight_changes(model, unlearned, convs)
+    ranking = neuron_scores(changes)
+    del unlearned
+    sweep: list[dict] = []
+    if opts.n is not None:
+        n = opts.n
+    elif val_split is not None:
+        n, sweep = choose_n(model, changes, ranking, opts, val_split)
+    else:
+        n = 0.05  # the reference configuration's default ratio
+    zeroed = zero_reinit(repaired, changes, ranking, n, opts.m)
+    activeness_aware_fine_tune(repaired, clean_subset, opts, seed)
+    return {
+        "unlearn_steps": unlearning.steps,
+        "unlearn_accuracies": unlearning.accuracies,
+        "unlearn_reached_bound": unlearning.reached_bound,
+        "n": n,
+        "n_sweep": sweep,
+        "reinit_channels": int(len(ranking) * n),
+        "zeroed_weights": zeroed,
+    }
