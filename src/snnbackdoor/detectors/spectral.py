@@ -26,9 +26,8 @@ import torch
 import torch.nn as nn
 
 from ..data.bundle import Split
-from ..defenses.base import parse_options
 from ..defenses.discovery import collect_features, penultimate_layer, probe_input
-from ..registry import register
+from .base import DetectJob, detector
 from .scoring import Scores
 
 
@@ -183,15 +182,8 @@ def cross_fitted_scores(
     return scores
 
 
-@register("detector", "spectral", options=SpectralOptions)
-def spectral_detect(
-    model: nn.Module,
-    clean_subset: Split,
-    clean_inputs: torch.Tensor,
-    triggered_inputs: torch.Tensor,
-    options: SpectralOptions | dict | None = None,
-    seed: int = 0,
-) -> Scores:
+@detector("spectral", SpectralOptions)
+def spectral_detect(job: DetectJob) -> Scores:
     """Spectral signatures, adapted to screening inputs: distance from clean class spectra.
 
     See the module docstring for the adaptation and the two statistics.
@@ -199,7 +191,8 @@ def spectral_detect(
     computed with spectra fitted on the other folds (`folds`, 5). The screened inputs
     choose nothing.
     """
-    opts = parse_options(SpectralOptions, options, "spectral")
+    model, clean_subset, opts, seed = job.model, job.clean_subset, job.options, job.seed
+    clean_inputs, triggered_inputs = job.clean_inputs, job.triggered_inputs
     layer = opts.layer or penultimate_layer(model, probe_input(clean_subset, model))
 
     def features_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

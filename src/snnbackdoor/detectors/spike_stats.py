@@ -22,11 +22,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..data.bundle import Split
-from ..defenses.base import parse_options
 from ..neurons import spiking_nodes
-from ..registry import register
 from ..training import model_device
+from .base import DetectJob, detector
 from .scoring import Scores
 
 METHODS = ("global", "class")
@@ -200,15 +198,8 @@ def scores_from_features(sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
                    "features": int(sets["fit"][0].shape[1])})
 
 
-@register("detector", "spike_stats", options=SpikeStatsOptions)
-def spike_stats_detect(
-    model: nn.Module,
-    clean_subset: Split,
-    clean_inputs: torch.Tensor,
-    triggered_inputs: torch.Tensor,
-    options: SpikeStatsOptions | dict | None = None,
-    seed: int = 0,
-) -> Scores:
+@detector("spike_stats", SpikeStatsOptions)
+def spike_stats_detect(job: DetectJob) -> Scores:
     """Spike statistics: Mahalanobis distance of firing rates and membrane potentials.
 
     Works on any SNN with LIF, PLIF or IF nodes.
@@ -217,7 +208,8 @@ def spike_stats_detect(
     part whose scores set the threshold at ``frr``; the screened inputs never choose
     anything.
     """
-    opts = parse_options(SpikeStatsOptions, options, "spike_stats")
+    model, clean_subset, opts, seed = job.model, job.clean_subset, job.options, job.seed
+    clean_inputs, triggered_inputs = job.clean_inputs, job.triggered_inputs
     if len(clean_subset) < 4:
         raise ValueError("the spike-statistics detector needs at least 4 clean samples")
     order = torch.randperm(len(clean_subset), generator=torch.Generator().manual_seed(seed))

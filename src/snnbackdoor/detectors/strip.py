@@ -13,10 +13,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..data.bundle import Split
-from ..defenses.base import parse_options
-from ..registry import register
 from ..training import logits_of
+from .base import DetectJob, detector
 from .scoring import Scores
 
 BLENDS = ("add", "average")
@@ -81,15 +79,8 @@ def strip_entropy(
     return torch.cat(out) if out else torch.empty(0)
 
 
-@register("detector", "strip", options=STRIPOptions)
-def strip_detect(
-    model: nn.Module,
-    clean_subset: Split,
-    clean_inputs: torch.Tensor,
-    triggered_inputs: torch.Tensor,
-    options: STRIPOptions | dict | None = None,
-    seed: int = 0,
-) -> Scores:
+@detector("strip", STRIPOptions)
+def strip_detect(job: DetectJob) -> Scores:
     """STRIP: low prediction entropy under blends with clean images flags an input.
 
     Scores are the negated mean entropy (higher = more suspicious) of the clean subset, the
@@ -97,7 +88,8 @@ def strip_detect(
     The overlays come from the clean subset, whose own scores set the threshold at `frr`
     (0.05) in `detection_report`; the screened inputs choose nothing.
     """
-    opts = parse_options(STRIPOptions, options, "strip")
+    model, clean_subset, opts, seed = job.model, job.clean_subset, job.options, job.seed
+    clean_inputs, triggered_inputs = job.clean_inputs, job.triggered_inputs
     generator = torch.Generator().manual_seed(seed)
     pool = clean_subset.floats()
 

@@ -34,14 +34,11 @@ from ..neurons import NeuronConfig, count_spikes, use_config
 from ..report.badsnn import EXAMPLES_FILE, render_badsnn
 from ..report.badsnn_figures import save_examples
 from ..rundir import RunDir
-from ..training import TrainConfig
 from ..triggers.image import NoiseTrigger
 from ..util import resolve_device
 from .base import (
     AnalyzeConfig,
-    DatasetConfig,
     ExperimentConfig,
-    ModelConfig,
     dataset_from_config,
     new_model,
     register_experiment,
@@ -58,11 +55,6 @@ class BadSNNExperiment(ExperimentConfig):
 
     kind: str = "badsnn"
     name: str = "badsnn"
-    seed: int = 0
-    device: str = "auto"
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15))
     target: int = 0
     badsnn: BadSNNOptions = field(default_factory=BadSNNOptions)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)

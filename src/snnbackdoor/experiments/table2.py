@@ -42,9 +42,7 @@ from ..rundir import RunDir
 from ..training import TrainConfig
 from ..util import resolve_device
 from .base import (
-    DatasetConfig,
     ExperimentConfig,
-    ModelConfig,
     dataset_from_config,
     model_spec,
     register_experiment,
@@ -101,11 +99,6 @@ class Table2Experiment(ExperimentConfig):
                                              "defense_options", "detector_options")
     kind: str = "table2"
     name: str = "table2"
-    seed: int = 0
-    device: str = "auto"
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     attacks: list[str] = field(default_factory=list)
     defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
     detectors: list[str] = field(default_factory=lambda: list(DEFAULT_DETECTORS))
