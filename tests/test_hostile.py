@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from snnbackdoor.checkpoint import CheckpointError, load_model, save_model
-from snnbackdoor.cli import main, user_message
+from snnbackdoor.cli import user_message
 from snnbackdoor.config import read_yaml
 from snnbackdoor.errors import UserError
 from snnbackdoor.experiments.base import parse_config, run_folder
@@ -38,17 +38,6 @@ SLOW = settings(max_examples=5000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-def invoke(args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def one_line_error(result) -> str:
-    """The CLI's answer to bad input: exit 2, one line starting with `error:`."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def tree(root: Path) -> set[str]:

@@ -11,29 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import invoke, one_line_error
 from safetensors.torch import save_file
 
 from snnbackdoor.checkpoint import FORMAT, CheckpointError, load_model, save_model
-from snnbackdoor.cli import main
 from snnbackdoor.data.event_files import make_events
 from snnbackdoor.data.formats import DatasetFileError, UnsafePickleError
 from snnbackdoor.errors import UserError
 from snnbackdoor.models import build_model
 from snnbackdoor.rundir import RunDir, RunDirError
-
-
-def invoke(args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def one_line_error(result) -> str:
-    """The CLI's answer to bad input: exit 2, one line starting with `error:`."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
-
 
 # --------------------------------------------------------------------------- model files
 
