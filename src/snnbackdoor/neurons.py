@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
+from .util import eval_mode
+
 SPIKING_NODE_TYPES = (sj_neuron.LIFNode, sj_neuron.ParametricLIFNode, sj_neuron.IFNode)
 
 MAX_NEURON_VALUE = 1e6  # a threshold or tau beyond this silences every neuron
@@ -177,16 +179,14 @@ def forward_with_spikes(
         return hook
 
     handles = [node.register_forward_hook(hook_for(name)) for name, node in nodes]
-    was_training = model.training
-    model.eval()
     logits = []
     try:
-        for start in range(0, len(x), batch_size):
-            logits.append(model(x[start : start + batch_size]).float())
+        with eval_mode(model):
+            for start in range(0, len(x), batch_size):
+                logits.append(model(x[start : start + batch_size]).float())
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     counts = {name: torch.cat(chunks).cpu() for name, chunks in per_layer.items()}
     counts["total"] = torch.stack(list(counts.values())).sum(0)
     return torch.cat(logits), counts

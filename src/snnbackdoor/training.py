@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .data.bundle import Split
 from .models.classifier import stored_channels_last
 from .neurons import NeuronConfig, use_config
+from .util import eval_mode
 
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 24
@@ -290,21 +291,16 @@ def logits_of(
 ) -> torch.Tensor:
     """Logits for pixel-space inputs (batched, eval mode, restored afterwards)."""
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     outs = []
-    try:
-        with use_config(model, neuron_config), channels_last_layout(model):
-            for start in range(0, len(x), batch_size):
-                batch = x[start : start + batch_size].to(device)
-                if batch.dtype == torch.uint8:
-                    batch = batch.float() / 255.0
-                if transform is not None:
-                    batch = transform(batch)
-                with autocast(device):
-                    outs.append(model(to_memory_format(batch, True)).float())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), use_config(model, neuron_config), channels_last_layout(model):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device)
+            if batch.dtype == torch.uint8:
+                batch = batch.float() / 255.0
+            if transform is not None:
+                batch = transform(batch)
+            with autocast(device):
+                outs.append(model(to_memory_format(batch, True)).float())
     return torch.cat(outs) if outs else torch.empty(0)
 
 

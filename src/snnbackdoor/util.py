@@ -1,8 +1,24 @@
-"""Small shared helpers: device choice."""
+"""Small shared helpers: device choice and the one train/eval mode switch."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.nn as nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block, its own mode restored after (also on error):
+    a measurement never updates BatchNorm statistics or leaves the model switched."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

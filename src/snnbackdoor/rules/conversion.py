@@ -38,6 +38,7 @@ from ..training import (
     seed_everything,
     train,
 )
+from ..util import eval_mode
 from .converted import ConvertedSNN, make_trainable, surrogate_settings
 
 FORMAT = "snnbackdoor-converted/1"
@@ -155,9 +156,7 @@ def convert_ann(
     if len(calibration_x) == 0:
         raise ValueError("convert_ann needs at least one calibration sample")
     device = model_device(ann)
-    was_training = ann.training
-    ann.eval()
-    try:
+    with eval_mode(ann):
         batches = _CalibrationBatches(ann, calibration_x, batch_size, device)
         recipe = ann2snn.RateCodingRecipe(
             dataloader=batches,
@@ -168,8 +167,6 @@ def convert_ann(
             pre_spike_maxpool=pre_spike_maxpool,
         )
         body = ann2snn.Converter(recipe=recipe, device=device).convert(copy.deepcopy(ann.body))
-    finally:
-        ann.train(was_training)
     mean, std = _norm_stats(ann)
     spec = getattr(ann, "spec", None)
     conversion = {
@@ -202,10 +199,8 @@ def logits_over_time(
 ) -> dict[int, torch.Tensor]:
     """{T: logits [N, classes]} of a converted SNN for every T in ``Ts`` (fp32, eval mode)."""
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     parts: dict[int, list[torch.Tensor]] = {int(T): [] for T in Ts}
-    try:
+    with eval_mode(model):
         starts = range(0, len(x), batch_size)
         for start in tqdm(starts, desc=description, disable=not progress, leave=False):
             batch = x[start : start + batch_size].to(device)
@@ -213,8 +208,6 @@ def logits_over_time(
                 batch = batch.float() / 255.0
             for T, logits in model.forward_steps(batch.float(), list(parts)).items():
                 parts[T].append(logits.float().cpu())
-    finally:
-        model.train(was_training)
     return {T: torch.cat(chunks) if chunks else torch.empty(0) for T, chunks in parts.items()}
 
 
