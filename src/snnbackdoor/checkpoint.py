@@ -108,21 +108,20 @@ def _expected_state(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.d
 
 def _check_state(state: dict[str, torch.Tensor],
                  expected: dict[str, tuple[tuple[int, ...], torch.dtype]], what: str,
-                 path: Path) -> None:
+                 path: Path, hint: str = "the file is damaged or not ours") -> None:
     """Every tensor the model (`what`) needs is in the file with its shape and dtype, and
-    no other."""
+    no other; `hint` says what a mismatch means."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise CheckpointError(f"{path} does not match {what} ({detail}); the file is "
-                              "damaged or belongs to another model")
+        raise CheckpointError(f"{path} does not match {what} ({detail}); {hint}")
     for key, (shape, dtype) in expected.items():
         tensor = state[key]
         if tuple(tensor.shape) != shape or tensor.dtype != dtype:
             raise CheckpointError(
                 f"{path}: tensor {key} is {tensor.dtype} {list(tensor.shape)}, {what} "
-                f"needs {dtype} {list(shape)}; the file is damaged or not ours")
+                f"needs {dtype} {list(shape)}; {hint}")
 
 
 def _neuron_params(meta: dict, path: Path) -> dict:
@@ -225,7 +224,8 @@ def _load_user_built(path: Path, meta: dict, build: Builder | str | None) -> nn.
         raise CheckpointError(f"{path} holds a {record} but build() made a {built}; pass the "
                               "constructor the model was saved from")
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    _check_state(state, expected, "the model build() made", path)
+    _check_state(state, expected, "the model build() made", path,
+                 "pass the constructor the model was saved from (or the file is damaged)")
     model.load_state_dict(state)
     _restore(model, saved, path)
     return model
@@ -251,7 +251,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     spec = spec_from_sidecar(meta, path)
     saved = _neuron_params(meta, path) if not spec.ann else {}
     state = _read_state(path)
-    _check_state(state, _expected_state(spec), f"its spec {spec.name}", path)
+    _check_state(state, _expected_state(spec), f"its spec {spec.name}", path,
+                 "the file is damaged or its sidecar belongs to another model")
     model = build_model(spec)
     model.load_state_dict(state)
     if saved:
