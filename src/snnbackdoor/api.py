@@ -65,28 +65,37 @@ def attack_setup(data: DatasetBundle, build_model: ModelBuilder, *, target: int 
                        workdir=Path(workdir) if workdir is not None else None)
 
 
-def attack(name: str, data: DatasetBundle, build_model: ModelBuilder, options: Any = None,
-           **setup: Any) -> AttackOutcome:
+def attack(name: str, data: DatasetBundle, build_model: ModelBuilder, options: Any = None, *,
+           target: int = 0, poison_ratio: float = 0.05, seed: int = 0,
+           train: TrainConfig | Mapping | None = None, device: str | torch.device = "cpu",
+           clean_model: Callable[[], nn.Module] | None = None,
+           workdir: str | Path | None = None) -> AttackOutcome:
     """Run the registered attack `name` (badnet, blend, wanet, clean_label, badsnn, a
-    plugin's...) on `data` with fresh models from `build_model`; `setup` takes the keywords
-    of `attack_setup` (target, poison_ratio, seed, train, device, clean_model, workdir)."""
+    plugin's...) on `data` with fresh models from `build_model` (keywords: `attack_setup`)."""
     component = get("attack", name)
-    outcome = component.obj(attack_setup(data, build_model, **setup),
-                            parse_component_options("attack", name, options))
+    setup = attack_setup(data, build_model, target=target, poison_ratio=poison_ratio,
+                         seed=seed, train=train, device=device, clean_model=clean_model,
+                         workdir=workdir)
+    outcome = component.obj(setup, parse_component_options("attack", name, options))
     if not isinstance(outcome, AttackOutcome):
         raise TypeError(f"attack {name!r} returned {type(outcome).__name__}, not an "
                         "AttackOutcome")
     return outcome
 
 
-def badsnn_stages(data: DatasetBundle, build_model: ModelBuilder, options: Any = None,
-                  **setup: Any) -> BadSNNResult:
+def badsnn_stages(data: DatasetBundle, build_model: ModelBuilder, options: Any = None, *,
+                  target: int = 0, seed: int = 0, train: TrainConfig | Mapping | None = None,
+                  device: str | torch.device = "cpu",
+                  clean_model: Callable[[], nn.Module] | None = None,
+                  workdir: str | Path | None = None) -> BadSNNResult:
     """Every BadSNN stage (clean model or `clean_model()`, malicious config, dual-spike
     training, attack-config grid, T_o fit, selection on validation, control) with every
     intermediate result; the backdoored model stays at S_n (`deploy(result.model,
-    result.attack)` ships it). `setup` takes the keywords of `attack_setup`."""
-    return run_badsnn_stages(attack_setup(data, build_model, **setup),
-                             parse_component_options("attack", "badsnn", options))
+    result.attack)` ships it). BadSNN poisons a share of the target class
+    (`target_class_ratio` in its options), so there is no `poison_ratio` here."""
+    setup = attack_setup(data, build_model, target=target, seed=seed, train=train,
+                         device=device, clean_model=clean_model, workdir=workdir)
+    return run_badsnn_stages(setup, parse_component_options("attack", "badsnn", options))
 
 
 def repair(name: str, model: nn.Module, clean_subset: Split, options: Any = None,
