@@ -58,6 +58,12 @@ def check_neuron_values(v_threshold: float | None, tau: float | None) -> None:
         raise ValueError(f"tau={tau} refused. {TAU_MESSAGE}")
 
 
+def is_lif(node: torch.nn.Module) -> bool:
+    """Whether tau is a setting of this node: a LIF node (or a user's subclass of one); PLIF
+    learns tau and IF has none."""
+    return isinstance(node, sj_neuron.LIFNode)
+
+
 def spiking_nodes(
     model: torch.nn.Module, layers: Iterable[str] | None = None
 ) -> list[tuple[str, torch.nn.Module]]:
@@ -103,7 +109,7 @@ def set_neuron_params(
     nodes = spiking_nodes(model, layers)
     if not nodes:
         raise ValueError("the model has no SpikingJelly LIF, PLIF or IF node to configure")
-    if tau is not None and not any(type(m) is sj_neuron.LIFNode for _, m in nodes):
+    if tau is not None and not any(is_lif(m) for _, m in nodes):
         raise ValueError(
             "tau was given but the selected layers have no LIFNode (PLIF learns tau, IF has "
             "none); set only v_threshold for these models"
@@ -111,7 +117,7 @@ def set_neuron_params(
     for _, node in nodes:
         if v_threshold is not None:
             node.v_threshold = float(v_threshold)
-        if tau is not None and type(node) is sj_neuron.LIFNode:
+        if tau is not None and is_lif(node):
             node.tau = float(tau)
 
 
@@ -122,7 +128,7 @@ def restore_neuron_params(
     for name, node in spiking_nodes(model):
         values = saved[name]
         node.v_threshold = values["v_threshold"]
-        if type(node) is sj_neuron.LIFNode:
+        if is_lif(node):
             node.tau = values["tau"]
 
 
@@ -154,7 +160,7 @@ def use_config(model: torch.nn.Module, config: NeuronConfig | None) -> Iterator[
 
 
 def _has_lif(model: torch.nn.Module) -> bool:
-    return any(type(m) is sj_neuron.LIFNode for _, m in spiking_nodes(model))
+    return any(is_lif(m) for _, m in spiking_nodes(model))
 
 
 @torch.no_grad()
