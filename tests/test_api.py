@@ -121,8 +121,8 @@ def test_loading_a_user_built_model_needs_the_callers_constructor_that_matches(
         sb.load_model(path, build="not a path")
     built = sb.build_model("digits_net")
     spec_path = sb.save_model(built, tmp_path / "b.safetensors")
-    with pytest.raises(CheckpointError, match="build_model"):
-        sb.load_model(spec_path, build=build_plif)
+    again = sb.load_model(spec_path, build=build_plif)  # its spec rebuilds it: build ignored
+    assert type(again) is type(built) and again.spec == built.spec
 
 
 def test_a_hostile_user_built_sidecar_is_refused_and_names_no_code(tmp_path):
@@ -192,3 +192,18 @@ def test_the_defender_subset_leaves_out_what_the_attack_poisoned(digits):
     assert torch.equal(subset.y, digits.train.y[index])
     with pytest.raises(ValueError, match="fraction"):
         sb.defender_subset(digits.train, 1.5)
+
+
+def test_an_attack_on_a_user_model_resumes_from_its_workdir(digits, tmp_path):
+    """The second call reloads the saved user-built model into its constructor: same
+    weights, no retraining (the stage is logged as reused)."""
+    recipe = sb.TrainConfig(epochs=1, progress=False)
+    first = sb.attack("badnet", digits, builder("lif"), target=2, train=recipe,
+                      workdir=tmp_path / "badnet")
+    again = sb.attack("badnet", digits, builder("lif"), target=2, train=recipe,
+                      workdir=tmp_path / "badnet")
+    for (name, a), (_, b) in zip(first.model.state_dict().items(),
+                                 again.model.state_dict().items()):
+        assert torch.equal(a.cpu(), b.cpu()), name
+    log = (tmp_path / "badnet" / "log.jsonl").read_text()
+    assert '"status": "reused"' in log

@@ -245,10 +245,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     meta = read_model_sidecar(path)
     if USER_BUILT in meta and "spec" not in meta:
         return _load_user_built(path, meta, build).to(device).eval()
-    if build is not None:
-        raise CheckpointError(f"{path} was made by build_model: load_model(path) rebuilds it "
-                              "from its spec; build= is for models you built yourself")
-    spec = spec_from_sidecar(meta, path)
+    spec = spec_from_sidecar(meta, path)  # a build_model file: build= is not needed
     saved = _neuron_params(meta, path) if not spec.ann else {}
     state = _read_state(path)
     _check_state(state, _expected_state(spec), f"its spec {spec.name}", path,

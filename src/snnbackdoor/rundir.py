@@ -161,12 +161,14 @@ class RunDir:
         return dict(self.stages.get("_seconds", {}))
 
     def model_stage(self, name: str, build_and_train: Callable[[], tuple[nn.Module, dict]],
-                    device="cpu") -> tuple[nn.Module, dict]:
-        """A stage that yields a model: saved as `<name>.safetensors`, reloaded on resume."""
+                    device="cpu", rebuild: Callable[[], nn.Module] | None = None,
+                    ) -> tuple[nn.Module, dict]:
+        """A stage that yields a model: saved as `<name>.safetensors`, reloaded on resume
+        (a model the user built reloads into `rebuild()`, its constructor)."""
         path = self.path / f"{name}.safetensors"
         if name in self.stages and path.exists():
             self.log(stage=name, status="reused")
-            return load_model(path, device), self.stages[name]
+            return load_model(path, device, build=rebuild), self.stages[name]
         holder: dict = {}
 
         def compute() -> dict:

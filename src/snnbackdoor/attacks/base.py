@@ -97,5 +97,6 @@ def trained_stage(setup: AttackSetup, name: str,
         return build()
     from ..rundir import RunDir
 
-    model, info = RunDir(setup.workdir).model_stage(name, build, setup.device)
+    model, info = RunDir(setup.workdir).model_stage(name, build, setup.device,
+                                                    rebuild=setup.build_model)
     return model.eval(), info

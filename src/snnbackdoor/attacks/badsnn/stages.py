@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from spikingjelly.activation_based import neuron as sj_neuron
 
 from ...data.augment import dataset_augmentation
 from ...data.bundle import DatasetBundle, Split
 from ...metrics import attack_success_rate
-from ...neurons import NeuronConfig, get_neuron_params, spiking_nodes, use_config
+from ...neurons import NeuronConfig, get_neuron_params, is_lif, spiking_nodes, use_config
 from ...training import TrainConfig, evaluate, predict, train
 from ..poisoning import choose_poison_index, triggered_non_target
 from .options import BadSNNOptions
@@ -40,7 +39,7 @@ def choose_poisoned_target_samples(y: torch.Tensor, target: int, ratio: float, s
 
 def tau_is_setting(model: nn.Module) -> bool:
     """Whether tau is a neuron setting of this model (LIF); PLIF learns it, IF has none."""
-    return any(type(node) is sj_neuron.LIFNode for _, node in spiking_nodes(model))
+    return any(is_lif(node) for _, node in spiking_nodes(model))
 
 
 def nominal_config(model: nn.Module) -> NeuronConfig:
