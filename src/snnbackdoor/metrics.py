@@ -1,4 +1,4 @@
-"""The fixed metric vocabulary (PAPERS.md 1.5): success rates and trigger visibility.
+"""The fixed metric vocabulary (docs/methods.md 1.5): success rates and trigger visibility.
 
 Everything here is a pure function of predictions or tensors, returns plain floats (or
 per-sample tensors) and is safe to write to JSON: PSNR is capped at ``PSNR_CAP_DB`` instead

@@ -1,4 +1,4 @@
-"""`kind: table2`: the attack x defense matrix of BadSNN Table 2 (PAPERS.md 1.6, 2, 3).
+"""`kind: table2`: the attack x defense matrix of BadSNN Table 2 (docs/methods.md 1.6, 2, 3).
 
 Every attack named in `attacks` is a registered attack (`registry.get("attack", name)`),
 run once with its own `AttackSetup` (resumable stages in `attacks/<name>/`) and handed, as

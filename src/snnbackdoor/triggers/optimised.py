@@ -159,7 +159,7 @@ class OptimisedTrigger:
 
 @dataclass
 class UNetConfig:
-    """Training of the T_o generator (PAPERS.md 1.4)."""
+    """Training of the T_o generator (docs/methods.md 1.4)."""
 
     eps: float = 0.2
     width: int = 16
@@ -249,7 +249,7 @@ def fit_unet(
 
 def deepfool_deltas(model: nn.Module, x: torch.Tensor, overshoot: float, max_iter: int,
                     config: NeuronConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepFool on the SNN at a neuron config (nominal for BadSNN, PAPERS.md 1.4 step 1)."""
+    """DeepFool on the SNN at a neuron config (nominal for BadSNN, docs/methods.md 1.4 step 1)."""
     with use_config(model, config):
         return deepfool(model, x, overshoot=overshoot, max_iter=max_iter)
 
