@@ -3,7 +3,8 @@
 The grid comes from the config's own `sweep:` section ({key: [values]}) and/or
 `--grid key=v1,v2` arguments. Each cell is one task for an executor (local, Ray, Slurm);
 a cell is finished when its run directory holds `metrics.json` for the same config, so a
-re-run skips it whoever ran it, and `sweep.csv` is built from those files in grid order.
+re-run skips it whoever ran it, and `sweep.csv` is built from those files in grid order;
+`sweep.png` draws the swept key against the metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .executors import Executor, LocalExecutor, Task, TaskFailed, TaskResult
 from .experiments.base import RunResult, parse_config, run_experiment
 from .io import atomic_write_bytes, read_json
 from .registry import get
+from .report.sweeps import plot_sweep_metrics
 
 
 def parse_grid(items: tuple[str, ...] | list[str]) -> dict[str, list]:
@@ -81,11 +83,13 @@ def run_config(config, out: str | Path | None, executor: Executor | None = None)
 
 @dataclass
 class SweepResult:
-    """Where `sweep.csv` is, its rows (finished cells, grid order) and the failed cells."""
+    """Where `sweep.csv` is, its rows (finished cells, grid order), the failed cells and
+    `sweep.png` (the swept key against the metrics)."""
 
     path: Path
     rows: list[dict]
     failed: list[TaskResult] = field(default_factory=list)
+    figure: Path | None = None  # sweep.png (None when no cell finished)
 
 
 def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
@@ -122,4 +126,7 @@ def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
     writer.writeheader()
     writer.writerows(rows)
     path = atomic_write_bytes(root / "sweep.csv", buffer.getvalue().encode())
-    return SweepResult(path, rows, [r for r in results if not r.ok])
+    figure_path = None
+    if rows:
+        figure_path = plot_sweep_metrics(rows, grid, root / "sweep.png", title=configs[0].name)
+    return SweepResult(path, rows, [r for r in results if not r.ok], figure_path)
