@@ -45,8 +45,10 @@ from .base import (
     ExperimentConfig,
     dataset_from_config,
     model_spec,
+    model_warning,
     register_experiment,
     train_clean,
+    warnings_of,
 )
 
 NO_DEFENSE = "none"
@@ -237,7 +239,11 @@ class _LazyAttack:
                                  f"the matrix's target is {self.setup.target}")
             outcome.model.eval()
             self._outcome = outcome
+            data = self.setup.data
+            warning = model_warning(f"{self.name} model", outcome.model, data.test,
+                                    data.info.num_classes)
             self.run.stage(f"attack/{self.name}", lambda: {
+                "warning": warning,
                 **_scalars(outcome.info),
                 "test": outcome.info.get("test"),
                 "poisoned_count": len(outcome.poisoned_index),
@@ -353,7 +359,12 @@ def run_table2(config: Table2Experiment, run: RunDir) -> dict:
     defender_count = len(defender_index(data.train.y, config.defender_fraction, config.seed))
     seconds = {**run.stage_seconds(), **_attack_seconds(run, config.attacks)}
     seconds["total"] = round(sum(seconds.values()), 3)
+    attack_warnings = [(run.stages.get(f"attack/{a}") or {}).get("warning")
+                       for a in config.attacks]
     metrics = {
+        "warnings": warnings_of(
+            model_warning("clean model", clean, data.test, data.info.num_classes),
+            *attack_warnings),
         "clean_ca": clean_info["test_accuracy"],
         "table": table,
         "detection": detection,
