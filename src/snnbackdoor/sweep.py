@@ -24,6 +24,7 @@ from .experiments.base import RunResult, parse_config, run_experiment
 from .io import atomic_write_bytes, read_json
 from .registry import get
 from .report.sweeps import plot_sweep_metrics
+from .rundir import results_view
 
 
 def parse_grid(items: tuple[str, ...] | list[str]) -> dict[str, list]:
@@ -59,11 +60,13 @@ def run_cell(config: dict, out: str) -> str:
 
 
 def finished(config, path: Path) -> bool:
-    """Whether `path` holds the metrics of a finished run of exactly this config."""
+    """Whether `path` holds the metrics of a finished run of this config (display keys such
+    as `progress` aside)."""
     if not (path / "metrics.json").is_file() or not (path / "config.yaml").is_file():
         return False
     expected = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
-    return yaml.safe_load((path / "config.yaml").read_text()) == expected
+    return results_view(yaml.safe_load((path / "config.yaml").read_text())) == \
+        results_view(expected)
 
 
 def run_config(config, out: str | Path | None, executor: Executor | None = None) -> RunResult:

@@ -192,7 +192,8 @@ def run_neuromorphic(config: NeuromorphicExperiment, run: RunDir) -> dict:
     attacks: dict[str, dict] = {}
     classes = data.info.num_classes
     models = {"clean model": clean_model}  # warnings after every stage: no RNG shift
-    for entry in tqdm(config.triggers, desc="triggers", unit="model"):
+    for entry in tqdm(config.triggers, desc="triggers", unit="model",
+                      disable=not config.train.progress):
         model, info = run.model_stage(
             f"attack_{entry.label}",
             lambda entry=entry: _attack_stage(config, entry, data, clean_model, run, device),

@@ -21,7 +21,7 @@ only where an attack poisoned a sample another did not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -159,8 +159,12 @@ class Table2Experiment(ExperimentConfig):
 
     def method_options(self, kind: str, name: str) -> Any:
         """The parsed options of defense or detector `name`: its options dataclass, or the
-        raw mapping ({} when the config gives none) when it declares no dataclass."""
-        return self._method_options.get((kind, name), {})
+        raw mapping ({} when the config gives none) when it declares no dataclass. With
+        `train.progress` off (`--quiet`), its bars are off too (a copy; the config stays)."""
+        options = self._method_options.get((kind, name), {})
+        if not self.train.progress and getattr(options, "progress", False) is True:
+            return replace(options, progress=False)
+        return options
 
 
 def _check_names(what: str, given, known) -> None:

@@ -3,6 +3,7 @@ vs V_thr, tau and the input power q), with the model's nominal values marked."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 LABELS = {"v_threshold": "V_thr", "tau": "tau (SpikingJelly)", "power": "power q (x -> x^q)"}
@@ -143,7 +144,7 @@ def plot_sweep_metrics(rows: list[dict], grid: dict[str, list], path: str | Path
     positions = xs if numeric_x else list(range(len(xs)))
     lines = grid[line_key] if line_key else [None]
     count = len(panels)
-    fig, axes = plt.subplots(1, count, figsize=(4.0 * count, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, count, figsize=(max(4.2 * count, 7.0), 3.8), squeeze=False)
     styles = ["-", "--", ":"]
     for ax, (name, (keys, percent)) in zip(axes[0], panels.items()):
         for li, line in enumerate(lines):
@@ -164,15 +165,15 @@ def plot_sweep_metrics(rows: list[dict], grid: dict[str, list], path: str | Path
                             label=label)
         ax.set_title(name)
         ax.set_xlabel(x_key)
-        if not numeric_x:
-            ax.set_xticks(positions, [str(v) for v in xs])
+        if not numeric_x or len(xs) <= 8:
+            ax.set_xticks(positions, [f"{v:g}" if numeric_x else str(v) for v in xs])
         if percent:
             ax.set_ylabel("% (test split)")
             ax.set_ylim(-2, 102)
         ax.legend(fontsize=7)
     seeds = f"; mean +- 95% interval over {len(grid[seed_key])} seeds" if seed_key else ""
-    fig.suptitle((title + ": " if title else "") + "one point per run (its deployed config)"
-                 + seeds, fontsize=9)
+    fig.suptitle(textwrap.fill((title + ": " if title else "") + "one point per run (its "
+                               "deployed config)" + seeds, 110), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
