@@ -227,7 +227,8 @@ def run(config: str, out: str | None, overrides: tuple[str, ...], tensorboard: s
                 click.echo(f"failed: {failed.key}:\n{failed.error}", err=True)
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
-    summary = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
+    summary = {k: v for k, v in result.metrics.items()
+               if not isinstance(v, (list, dict)) or k == "warnings"}
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"run directory: {result.path}")
 

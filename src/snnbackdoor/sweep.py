@@ -13,6 +13,7 @@ import csv
 import inspect
 import io
 import itertools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,15 @@ def run_config(config, out: str | Path | None, executor: Executor | None = None)
                              out / "tasks", desc="run")
     if not result.ok:
         raise TaskFailed([result], out / "tasks" / "tasks.json")
-    return RunResult(out, read_json(out / "metrics.json", dict, "metrics"))
+    metrics = read_json(out / "metrics.json", dict, "metrics")
+    print_warnings(metrics)  # the task printed them where it ran, not here
+    return RunResult(out, metrics)
+
+
+def print_warnings(metrics: dict, prefix: str = "") -> None:
+    """A run's degenerate-model warnings on stderr, one line each."""
+    for warning in metrics.get("warnings") or []:
+        print(f"warning: {prefix}{warning}", file=sys.stderr)
 
 
 @dataclass
@@ -121,8 +130,12 @@ def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
              for config, path in zip(configs, paths) if not finished(config, path)]
     executor = executor or LocalExecutor()
     results = executor.run(tasks, root / "tasks", skipped=len(cells) - len(tasks), desc="sweep")
-    rows = [{**cell, **flatten(read_json(path / "metrics.json", dict, "metrics"))}
+    done = [(cell, read_json(path / "metrics.json", dict, "metrics"), path)
             for cell, config, path in zip(cells, configs, paths) if finished(config, path)]
+    if not isinstance(executor, LocalExecutor):  # cells elsewhere printed them there
+        for _, metrics, path in done:
+            print_warnings(metrics, f"{path.name}: ")
+    rows = [{**cell, **flatten(metrics)} for cell, metrics, _ in done]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
