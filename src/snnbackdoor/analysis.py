@@ -1,7 +1,7 @@
 """The BadSNN Fig. 2 study: accuracy and spikes per sample as V_thr, tau and power q move.
 
 It measures, it assumes no direction: on small digit models q > 1 lowers the spike count,
-while the paper reports the opposite on CIFAR-10 ResNet-19 (PAPERS.md 1.2). Its table and
+while the paper reports the opposite on CIFAR-10 ResNet-19 (docs/methods.md 1.2). Its table and
 figure are drawn by `report.sweeps`.
 """
 

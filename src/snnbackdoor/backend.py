@@ -1,7 +1,7 @@
 """Which implementation runs the spiking neurons, and a fused CPU kernel for LIF / IF.
 
-What SpikingJelly 2.0 offers (read from `activation_based/neuron/lif.py`,
-`functional/neuron.py` and `_ops/selection.py`):
+What SpikingJelly 2.0 offers (read from `spikingjelly/activation_based/neuron/lif.py`,
+`spikingjelly/activation_based/functional/neuron.py` and `spikingjelly/_ops/selection.py`):
 
 * Nodes take no `backend=` argument any more (0.0.0.0.14 had `backend='torch'|'cupy'`).
   `LIFNode.multi_step_forward` calls `functional.lif_multi_step`, which dispatches on the
@@ -18,19 +18,19 @@ What SpikingJelly 2.0 offers (read from `activation_based/neuron/lif.py`,
 * On CPU the autograd kernel of `sj_lif::forward` is the torch *reference*: the forward is
   recorded op by op (a surrogate autograd node per time step) and backward replays it.
 
-`FusedCPUNeuron` is our CPU path for LIFNode and IFNode: the forward runs without an autograd
-graph, writes spikes into one preallocated buffer and, while each step's potential H[t] is
-still in cache, its surrogate slope dS/dH (only when a gradient will be needed); the backward
-is the closed-form BPTT recursion (the one SpikingJelly's `_ops/lif/cpu.py::_backward_impl`
-uses for its "torch" provider on CUDA): a few passes over [T, ...] plus one fused op per
-step. On this project's CPU it takes about half the time of SpikingJelly's reference for a
-forward + backward. The forward is bit-identical to SpikingJelly's reference; gradients
-agree up to float rounding. It is attached per node (`use_fused_cpu_neurons`), never by
-patching SpikingJelly, and a node falls back to SpikingJelly whenever the fused path does
-not apply (CUDA, other dtypes, `store_v_seq`, explicit neuron precision, PLIF's learned tau,
-custom surrogates, under `torch.compile`). The node keeps its type, parameters, state and
-hyperparameters, so `set_neuron_params`, `reset_net`, hooks, deepcopy and checkpoints see an
-ordinary SpikingJelly node.
+`FusedCPUNeuron` is our CPU path for LIFNode and IFNode: the forward runs without an
+autograd graph, writes spikes into one preallocated buffer and, while each step's potential
+H[t] is still in cache, its surrogate slope dS/dH (only when a gradient will be needed); the
+backward is the closed-form BPTT recursion (the one SpikingJelly's
+`spikingjelly/_ops/lif/cpu.py::_backward_impl` uses for its "torch" provider on CUDA): a few
+passes over [T, ...] plus one fused op per step. On this project's CPU it takes about half
+the time of SpikingJelly's reference for a forward + backward. The forward is bit-identical
+to SpikingJelly's reference; gradients agree up to float rounding. It is attached per node
+(`use_fused_cpu_neurons`), never by patching SpikingJelly, and a node falls back to
+SpikingJelly whenever the fused path does not apply (CUDA, other dtypes, `store_v_seq`,
+explicit neuron precision, PLIF's learned tau, custom surrogates, under `torch.compile`).
+The node keeps its type, parameters, state and hyperparameters, so `set_neuron_params`,
+`reset_net`, hooks, deepcopy and checkpoints see an ordinary SpikingJelly node.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _piecewise_quadratic_grad(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return x.abs_().mul_(-alpha * alpha).add_(alpha).clamp_min_(0)
 
 
-# The same formulas as SpikingJelly's `_ops/surrogate.py::_surrogate_gradient`.
+# The same formulas as SpikingJelly's `spikingjelly/_ops/surrogate.py::_surrogate_gradient`.
 SURROGATE_GRADIENTS: dict[type, Callable[[torch.Tensor, float], torch.Tensor]] = {
     sj_surrogate.ATan: _atan_grad,
     sj_surrogate.Sigmoid: _sigmoid_grad,

@@ -106,10 +106,13 @@ class SnnGroup(click.Group):
 
 @click.group(cls=SnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help=f"Show the traceback of an error (or {DEBUG_ENV}=1).")
+@click.option("--quiet", "-q", "quiet", is_flag=True,
+              help="No progress bars (sets train.progress=false; warnings still print).")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """snnbackdoor: mount, measure and defend against backdoors in spiking neural networks."""
     ctx.meta["snnbackdoor.debug"] = debug
+    ctx.meta["snnbackdoor.quiet"] = quiet
     threads = os.environ.get("SNNBACKDOOR_THREADS")
     if threads:
         if not threads.strip().isdigit() or not 1 <= int(threads) <= 4096:
@@ -126,6 +129,30 @@ set_option = click.option(
 )
 
 
+tensorboard_option = click.option(
+    "--tensorboard", "tensorboard", type=click.Path(file_okay=False), default=None,
+    metavar="DIR", help="Log training curves to TensorBoard under DIR (sets train.tensorboard).",
+)
+
+
+def display_overrides(overrides: tuple[str, ...], tensorboard: str | None = None) -> tuple:
+    """`overrides` plus the display settings of the command line: the group's --quiet
+    (train.progress=false) and --tensorboard DIR (train.tensorboard), recorded in config.yaml
+    like any key (a resumed run may change them: they never change results)."""
+    ctx = click.get_current_context(silent=True)
+    extra = []
+    if ctx is not None and ctx.meta.get("snnbackdoor.quiet"):
+        extra.append("train.progress=false")
+    if tensorboard is not None:
+        extra.append(f"train.tensorboard={json.dumps(str(tensorboard))}")
+    return (*overrides, *extra)
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("snnbackdoor.quiet"))
+
+
 def _out_option(help_text: str):
     return click.option("--out", type=click.Path(file_okay=False), default=None, help=help_text)
 
@@ -138,7 +165,7 @@ def train(config: str, out: str | None, overrides: tuple[str, ...]) -> None:
     """Train a clean model from CONFIG (kind: train) and write its run directory."""
     from .experiments.base import load_config, run_experiment
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, display_overrides(overrides))
     if cfg.kind != "train":
         raise ValueError(f"{config} is a '{cfg.kind}' config: use `snnbackdoor run {config}`")
     result = run_experiment(cfg, out)
@@ -173,22 +200,25 @@ def _executor_options(command):
 def _make_executor(executor_name: str, quiet: bool, time_limit: str | None, **options):
     from .executors import make_executor
 
-    return make_executor(executor_name, progress=not quiet, time=time_limit, **options)
+    return make_executor(executor_name, progress=not (quiet or _quiet()), time=time_limit,
+                         **options)
 
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @_out_option("Run directory (default runs/<name>).")
 @set_option
+@tensorboard_option
 @_executor_options
-def run(config: str, out: str | None, overrides: tuple[str, ...], **executor_options) -> None:
+def run(config: str, out: str | None, overrides: tuple[str, ...], tensorboard: str | None,
+        **executor_options) -> None:
     """Run any experiment config (its `kind` says which) and write its run directory.
     Experiments that split into tasks send them to --executor; others run whole as one."""
     from .executors import TaskFailed
     from .experiments.base import load_config
     from .sweep import run_config
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, display_overrides(overrides, tensorboard))
     with _make_executor(**executor_options) as executor:
         try:
             result = run_config(cfg, out, executor)
@@ -197,7 +227,8 @@ def run(config: str, out: str | None, overrides: tuple[str, ...], **executor_opt
                 click.echo(f"failed: {failed.key}:\n{failed.error}", err=True)
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
-    summary = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
+    summary = {k: v for k, v in result.metrics.items()
+               if not isinstance(v, (list, dict)) or k == "warnings"}
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"run directory: {result.path}")
 
@@ -231,13 +262,16 @@ def analyze(run_dir: str, model_name: str, overrides: tuple[str, ...]) -> None:
 @_out_option("Run directory (default runs/demo).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @set_option
-def demo(out: str | None, seed: int, overrides: tuple[str, ...]) -> None:
+@tensorboard_option
+def demo(out: str | None, seed: int, overrides: tuple[str, ...],
+         tensorboard: str | None) -> None:
     """BadSNN end to end on the embedded digits: clean and backdoored SNNs, T_p and T_o,
     attack-config search, control on the clean model; writes metrics.json and report.md."""
     from .experiments.base import parse_config, run_experiment
     from .report.badsnn import table1
 
-    config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed}, overrides)
+    config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed},
+                          display_overrides(overrides, tensorboard))
     result = run_experiment(config, out or "runs/demo")
     metrics = result.metrics
     click.echo(table1(metrics, metrics["grid"]))
@@ -260,8 +294,10 @@ def sweep(config: str, grid: tuple[str, ...], out: str | None,
     from .sweep import run_sweep
 
     with _make_executor(**executor_options) as executor:
-        result = run_sweep(config, grid, overrides, out, executor)
+        result = run_sweep(config, grid, display_overrides(overrides), out, executor)
     click.echo(f"{len(result.rows)} cells finished; summary: {result.path}")
+    if result.figure is not None:
+        click.echo(f"figure: {result.figure}")
     for failed in result.failed:
         last = failed.error.strip().splitlines()[-1] if failed.error else "?"
         click.echo(f"failed: {failed.key}: {last}", err=True)

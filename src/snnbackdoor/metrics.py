@@ -1,4 +1,4 @@
-"""The fixed metric vocabulary (PAPERS.md 1.5): success rates and trigger visibility.
+"""The fixed metric vocabulary (docs/methods.md 1.5): success rates and trigger visibility.
 
 Everything here is a pure function of predictions or tensors, returns plain floats (or
 per-sample tensors) and is safe to write to JSON: PSNR is capped at ``PSNR_CAP_DB`` instead
@@ -240,3 +240,10 @@ def degenerate_model(
         "degenerate model: " + "; ".join(problems)
         + " (train longer or check the data); its attack success rates are meaningless"
     )
+
+
+def degenerate_warning(name: str, pred: Tensor, y: Tensor, num_classes: int) -> str | None:
+    """`degenerate_model` on a model's clean predictions against the labels, prefixed with
+    the model's name (what a report and the console show); None for a healthy model."""
+    warning = degenerate_model(pred, num_classes, accuracy(pred, y))
+    return None if warning is None else f"{name}: {warning}"

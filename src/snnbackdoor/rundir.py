@@ -62,6 +62,19 @@ def _check_stages(stages: dict, path: Path) -> dict:
     return stages
 
 
+DISPLAY_KEYS = ("progress", "tensorboard")  # change what is shown or logged, never results
+
+
+def results_view(config):
+    """`config` without its display keys (at any depth): what decides the results, so a
+    resumed run may change its progress bars or TensorBoard folder."""
+    if isinstance(config, dict):
+        return {k: results_view(v) for k, v in config.items() if k not in DISPLAY_KEYS}
+    if isinstance(config, list):
+        return [results_view(v) for v in config]
+    return config
+
+
 def _changed_keys(before, after, prefix: str = "", extend_only: bool = False) -> list[str]:
     """Dotted keys whose values differ between two nested config dicts. With `extend_only`,
     added dict keys and added list items do not count as changes."""
@@ -104,11 +117,12 @@ class RunDir:
     def write_config(self, config: dict, extendable: tuple[str, ...] = ()) -> None:
         """Record the run's config; refuse one that differs from the config its finished
         stages were computed with (resuming would silently mix the two). Top-level keys in
-        `extendable` may gain entries (e.g. more defenses in a matrix), never change them."""
+        `extendable` may gain entries (e.g. more defenses in a matrix), never change them;
+        display keys (`progress`, `tensorboard`) may change freely."""
         path = self.path / "config.yaml"
         if self.stages and path.exists():
-            before = self.read_config()
-            after = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+            before = results_view(self.read_config())
+            after = results_view(yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
             changed = sorted(
                 k for key in set(before) | set(after)
                 for k in _changed_keys(before.get(key), after.get(key), f"{key}.",

@@ -3,7 +3,8 @@
 The grid comes from the config's own `sweep:` section ({key: [values]}) and/or
 `--grid key=v1,v2` arguments. Each cell is one task for an executor (local, Ray, Slurm);
 a cell is finished when its run directory holds `metrics.json` for the same config, so a
-re-run skips it whoever ran it, and `sweep.csv` is built from those files in grid order.
+re-run skips it whoever ran it, and `sweep.csv` is built from those files in grid order;
+`sweep.png` draws the swept key against the metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import inspect
 import io
 import itertools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from .executors import Executor, LocalExecutor, Task, TaskFailed, TaskResult
 from .experiments.base import RunResult, parse_config, run_experiment
 from .io import atomic_write_bytes, read_json
 from .registry import get
+from .report.sweeps import plot_sweep_metrics
+from .rundir import results_view
 
 
 def parse_grid(items: tuple[str, ...] | list[str]) -> dict[str, list]:
@@ -57,11 +61,13 @@ def run_cell(config: dict, out: str) -> str:
 
 
 def finished(config, path: Path) -> bool:
-    """Whether `path` holds the metrics of a finished run of exactly this config."""
+    """Whether `path` holds the metrics of a finished run of this config (display keys such
+    as `progress` aside)."""
     if not (path / "metrics.json").is_file() or not (path / "config.yaml").is_file():
         return False
     expected = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
-    return yaml.safe_load((path / "config.yaml").read_text()) == expected
+    return results_view(yaml.safe_load((path / "config.yaml").read_text())) == \
+        results_view(expected)
 
 
 def run_config(config, out: str | Path | None, executor: Executor | None = None) -> RunResult:
@@ -76,16 +82,26 @@ def run_config(config, out: str | Path | None, executor: Executor | None = None)
                              out / "tasks", desc="run")
     if not result.ok:
         raise TaskFailed([result], out / "tasks" / "tasks.json")
-    return RunResult(out, read_json(out / "metrics.json", dict, "metrics"))
+    metrics = read_json(out / "metrics.json", dict, "metrics")
+    print_warnings(metrics)  # the task printed them where it ran, not here
+    return RunResult(out, metrics)
+
+
+def print_warnings(metrics: dict, prefix: str = "") -> None:
+    """A run's degenerate-model warnings on stderr, one line each."""
+    for warning in metrics.get("warnings") or []:
+        print(f"warning: {prefix}{warning}", file=sys.stderr)
 
 
 @dataclass
 class SweepResult:
-    """Where `sweep.csv` is, its rows (finished cells, grid order) and the failed cells."""
+    """Where `sweep.csv` is, its rows (finished cells, grid order), the failed cells and
+    `sweep.png` (the swept key against the metrics)."""
 
     path: Path
     rows: list[dict]
     failed: list[TaskResult] = field(default_factory=list)
+    figure: Path | None = None  # sweep.png (None when no cell finished)
 
 
 def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
@@ -114,12 +130,19 @@ def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
              for config, path in zip(configs, paths) if not finished(config, path)]
     executor = executor or LocalExecutor()
     results = executor.run(tasks, root / "tasks", skipped=len(cells) - len(tasks), desc="sweep")
-    rows = [{**cell, **flatten(read_json(path / "metrics.json", dict, "metrics"))}
+    done = [(cell, read_json(path / "metrics.json", dict, "metrics"), path)
             for cell, config, path in zip(cells, configs, paths) if finished(config, path)]
+    if not isinstance(executor, LocalExecutor):  # cells elsewhere printed them there
+        for _, metrics, path in done:
+            print_warnings(metrics, f"{path.name}: ")
+    rows = [{**cell, **flatten(metrics)} for cell, metrics, _ in done]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     path = atomic_write_bytes(root / "sweep.csv", buffer.getvalue().encode())
-    return SweepResult(path, rows, [r for r in results if not r.ok])
+    figure_path = None
+    if rows:
+        figure_path = plot_sweep_metrics(rows, grid, root / "sweep.png", title=configs[0].name)
+    return SweepResult(path, rows, [r for r in results if not r.ok], figure_path)

@@ -1,5 +1,5 @@
 """BadNet (Gu et al. 2017): a small white square stamped on poisoned non-target samples, which
-are relabelled to the target class (PAPERS.md 2). BadSNN Table 2's first baseline."""
+are relabelled to the target class (docs/methods.md 2). BadSNN Table 2's first baseline."""
 
 from __future__ import annotations
 

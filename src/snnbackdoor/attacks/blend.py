@@ -1,5 +1,6 @@
 """Blend (Chen et al. 2017): `(1 - alpha) x + alpha * pattern` on poisoned non-target samples,
-relabelled to the target class (PAPERS.md 2); the pattern is seeded noise or a user's image."""
+relabelled to the target class (docs/methods.md 2); the pattern is seeded noise or a user's
+image."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Clean-Label (Turner et al. 2019): target-class samples made hard by PGD against a clean
-surrogate, then stamped with a four-corner checkerboard; labels are kept (PAPERS.md 2).
+surrogate, then stamped with a four-corner checkerboard; labels are kept (docs/methods.md 2).
 
 `round(poison_ratio * len(train))` samples are drawn by seed from the target class only
 (capped at its size), so at 5% on a 10-class set about half of the target class is

@@ -1,6 +1,6 @@
 """WaNet (Nguyen & Tran 2021): a fixed smooth warp on poisoned samples relabelled to the
 target, plus noise-mode "cross" samples (the warp with random offsets) that keep their true
-labels, so the model learns the exact warp rather than any warp (PAPERS.md 2).
+labels, so the model learns the exact warp rather than any warp (docs/methods.md 2).
 
 By default (`poison_mode: per_batch`) this follows WaNet's own training loop: every batch
 warps and relabels a fresh `poison_ratio` share of its non-target samples, so the stored

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import base as sj_base
 from spikingjelly.activation_based import neuron as sj_neuron
+from tqdm.auto import tqdm
 
 from ..data.bundle import Split
 from ..training import TrainConfig, model_device, predict
@@ -329,12 +330,15 @@ def collect_features(
     names: Sequence[str],
     where: str = "output",
     batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "features",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits and per-sample features (flattened, float, CPU) of named modules over `x`."""
     device = model_device(model)
     logits, parts = [], {n: [] for n in names}
+    starts = range(0, len(x), batch_size)
     with evaluating(model), FeatureRecorder(model, names, where) as recorder:
-        for start in range(0, len(x), batch_size):
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
             batch = x[start : start + batch_size].to(device)
             if batch.dtype == torch.uint8:
                 batch = batch.float() / 255.0

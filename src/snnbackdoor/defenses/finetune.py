@@ -17,7 +17,7 @@ from .discovery import on_device, sgd_config
 
 @dataclass
 class FineTuneOptions:
-    """SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule (PAPERS.md section 3)."""
+    """SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule (docs/methods.md section 3)."""
 
     epochs: int = 10
     lr: float = 0.01

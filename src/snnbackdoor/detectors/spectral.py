@@ -32,7 +32,8 @@ from .scoring import Scores
 
 
 def penultimate_features(
-    model: nn.Module, x: torch.Tensor, layer: str | None = None, batch_size: int = 256
+    model: nn.Module, x: torch.Tensor, layer: str | None = None, batch_size: int = 256,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, features) where features are the input of `layer` (default: the last Linear)."""
     if len(x) == 0:
@@ -40,7 +41,8 @@ def penultimate_features(
     if layer is None:
         probe = x[:2].float() / 255.0 if x.dtype == torch.uint8 else x[:2].float()
         layer = penultimate_layer(model, probe.to(next(model.parameters()).device))
-    logits, features = collect_features(model, x, [layer], where="input", batch_size=batch_size)
+    logits, features = collect_features(model, x, [layer], where="input", batch_size=batch_size,
+                                        progress=progress, desc="spectral features")
     return logits, features[layer].double()
 
 
@@ -122,7 +124,7 @@ class SpectralOptions:
     folds: int = 5
     layer: str | None = None
     batch_size: int = 256
-    progress: bool = True  # accepted like every defense's; feature passes are short
+    progress: bool = True  # a bar per feature pass (clean subset, clean and triggered inputs)
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -196,7 +198,7 @@ def spectral_detect(job: DetectJob) -> Scores:
     layer = opts.layer or penultimate_layer(model, probe_input(clean_subset, model))
 
     def features_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, features = penultimate_features(model, x, layer, opts.batch_size)
+        logits, features = penultimate_features(model, x, layer, opts.batch_size, opts.progress)
         return features, logits.argmax(1)
 
     fit_features, fit_pred = features_of(clean_subset.x)

@@ -40,9 +40,11 @@ from .base import (
     AnalyzeConfig,
     ExperimentConfig,
     dataset_from_config,
+    model_warning,
     new_model,
     register_experiment,
     train_clean,
+    warnings_of,
 )
 
 EXAMPLE_COUNT = 4  # test inputs shown per trigger in Fig. 5
@@ -160,7 +162,12 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     seconds = RunDir(run.path).stage_seconds()
     seconds["total"] = round(sum(seconds.values()), 3)
     info = result.info()
+    classes = data.info.num_classes
+    warnings = warnings_of(
+        model_warning("clean model", result.clean, data.test, classes),
+        model_warning("backdoored model at the attack config", result.model, data.test, classes))
     metrics = {
+        "warnings": warnings,
         "clean_ca": clean_info["test_accuracy"],
         "base_ca": info["base_ca"],
         **info["selected"],  # ca, asr_* at the selected attack config (also under "selected")
@@ -171,6 +178,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "trigger": result.trigger,
         "target": result.target,
         "selected": info["selected"],
+        "selected_val": info["selected_val"],  # S_a's validation figures (the selection's)
         "grid": info["grid"],
         "asr_o_clean_model": result.control.get("asr_o_clean_model"),
         "seconds": seconds,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,13 @@ from ..config import ConfigError, apply_overrides, parse_dataclass, read_yaml, t
 from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetBundle, DatasetInfo
 from ..data.registry import check_files, check_options, check_root, get_entry, load_dataset
+from ..metrics import degenerate_warning
 from ..models.kit import NEURONS, SURROGATES
 from ..models.registry import ModelSpec, build_model
 from ..neurons import check_neuron_values
 from ..registry import get, register
 from ..rundir import RunDir, RunDirError, check_run_name
-from ..training import TrainConfig, evaluate, seed_everything, train
+from ..training import TrainConfig, evaluate, predict, seed_everything, train
 from ..util import resolve_device
 
 MAX_T = 1024  # time steps: memory grows linearly with T
@@ -219,6 +221,18 @@ def train_clean(config, data: DatasetBundle, device, description: str = "clean")
     return model, info
 
 
+def model_warning(name: str, model: nn.Module, split, num_classes: int) -> str | None:
+    """The degenerate-model warning of `model` as deployed, from its clean predictions on
+    `split` (normally test); None for a healthy model."""
+    pred = predict(model, split.x).cpu()
+    return degenerate_warning(name, pred, split.y.cpu(), num_classes)
+
+
+def warnings_of(*warnings: str | None) -> list[str]:
+    """The given warnings without the Nones (metrics.json's `warnings` list)."""
+    return [w for w in warnings if w]
+
+
 def run_folder(config, out: str | Path | None) -> Path:
     """The run folder, checked before it is created: `out` not empty, the default
     runs/<name> with a plain name, and the dataset's files where the config says."""
@@ -244,4 +258,6 @@ def run_experiment(config, out: str | Path | None = None, executor=None) -> RunR
     else:
         metrics = runner(config, run)
     run.write_metrics(metrics)
+    for warning in metrics.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     return RunResult(run.path, metrics)

@@ -37,9 +37,11 @@ from .base import (
     ExperimentConfig,
     ModelConfig,
     dataset_from_config,
+    model_warning,
     new_model,
     register_experiment,
     train_clean,
+    warnings_of,
 )
 
 POISONING_ATTACK = "event_poison"
@@ -188,13 +190,19 @@ def run_neuromorphic(config: NeuromorphicExperiment, run: RunDir) -> dict:
     clean_model, clean_info = run.model_stage(
         "clean", lambda: train_clean(config, data, device, description="clean"), device)
     attacks: dict[str, dict] = {}
-    for entry in tqdm(config.triggers, desc="triggers", unit="model"):
-        _, info = run.model_stage(
+    classes = data.info.num_classes
+    models = {"clean model": clean_model}  # warnings after every stage: no RNG shift
+    for entry in tqdm(config.triggers, desc="triggers", unit="model",
+                      disable=not config.train.progress):
+        model, info = run.model_stage(
             f"attack_{entry.label}",
             lambda entry=entry: _attack_stage(config, entry, data, clean_model, run, device),
             device)
         attacks[entry.label] = {**info, "ca_drop": clean_info["test_accuracy"] - info["ca"]}
+        models[f"{entry.label} model"] = model
     metrics = {
+        "warnings": warnings_of(*(model_warning(name, m, data.test, classes)
+                                  for name, m in models.items())),
         "clean_ca": clean_info["test_accuracy"],
         "clean_val_ca": clean_info["val_accuracy"],
         "dataset": data.info.name,

@@ -23,7 +23,13 @@ from ..rules.detection import METHODS
 from ..rundir import RunDir
 from ..training import TrainConfig
 from ..util import resolve_device
-from .base import ExperimentConfig, dataset_from_config, register_experiment
+from .base import (
+    ExperimentConfig,
+    dataset_from_config,
+    model_warning,
+    register_experiment,
+    warnings_of,
+)
 from .rules_stages import (
     rule_cpu_seconds,
     rule_seconds,
@@ -239,7 +245,11 @@ def run_rules(config: RulesExperiment, run: RunDir) -> dict:
         if config.elimination.enabled else None
 
     rows = table_rows(ann_info, lr_b, lr_c_info, lr_h_info)
+    classes = data.info.num_classes
+    warnings = warnings_of(*(model_warning(name, model, data.test, classes)
+                             for name, model in {"ANN": ann, **snns}.items()))
     metrics = {
+        "warnings": warnings,
         "ann_ca": ann_info["ca"],
         "ann_asr": ann_info["asr"],
         "ann": strip(ann_info),

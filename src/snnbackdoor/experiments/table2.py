@@ -1,4 +1,4 @@
-"""`kind: table2`: the attack x defense matrix of BadSNN Table 2 (PAPERS.md 1.6, 2, 3).
+"""`kind: table2`: the attack x defense matrix of BadSNN Table 2 (docs/methods.md 1.6, 2, 3).
 
 Every attack named in `attacks` is a registered attack (`registry.get("attack", name)`),
 run once with its own `AttackSetup` (resumable stages in `attacks/<name>/`) and handed, as
@@ -21,7 +21,7 @@ only where an attack poisoned a sample another did not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -45,8 +45,10 @@ from .base import (
     ExperimentConfig,
     dataset_from_config,
     model_spec,
+    model_warning,
     register_experiment,
     train_clean,
+    warnings_of,
 )
 
 NO_DEFENSE = "none"
@@ -157,8 +159,12 @@ class Table2Experiment(ExperimentConfig):
 
     def method_options(self, kind: str, name: str) -> Any:
         """The parsed options of defense or detector `name`: its options dataclass, or the
-        raw mapping ({} when the config gives none) when it declares no dataclass."""
-        return self._method_options.get((kind, name), {})
+        raw mapping ({} when the config gives none) when it declares no dataclass. With
+        `train.progress` off (`--quiet`), its bars are off too (a copy; the config stays)."""
+        options = self._method_options.get((kind, name), {})
+        if not self.train.progress and getattr(options, "progress", False) is True:
+            return replace(options, progress=False)
+        return options
 
 
 def _check_names(what: str, given, known) -> None:
@@ -237,7 +243,11 @@ class _LazyAttack:
                                  f"the matrix's target is {self.setup.target}")
             outcome.model.eval()
             self._outcome = outcome
+            data = self.setup.data
+            warning = model_warning(f"{self.name} model", outcome.model, data.test,
+                                    data.info.num_classes)
             self.run.stage(f"attack/{self.name}", lambda: {
+                "warning": warning,
                 **_scalars(outcome.info),
                 "test": outcome.info.get("test"),
                 "poisoned_count": len(outcome.poisoned_index),
@@ -353,7 +363,12 @@ def run_table2(config: Table2Experiment, run: RunDir) -> dict:
     defender_count = len(defender_index(data.train.y, config.defender_fraction, config.seed))
     seconds = {**run.stage_seconds(), **_attack_seconds(run, config.attacks)}
     seconds["total"] = round(sum(seconds.values()), 3)
+    attack_warnings = [(run.stages.get(f"attack/{a}") or {}).get("warning")
+                       for a in config.attacks]
     metrics = {
+        "warnings": warnings_of(
+            model_warning("clean model", clean, data.test, data.info.num_classes),
+            *attack_warnings),
         "clean_ca": clean_info["test_accuracy"],
         "table": table,
         "detection": detection,

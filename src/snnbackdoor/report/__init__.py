@@ -1,7 +1,7 @@
 """The report layer: renders run directories (markdown, CSV, figures) for every experiment
 kind. Nothing here trains or measures: a renderer reads only the run directory, so
 `snnbackdoor report RUN` re-renders any finished run, and experiments call the same
-renderer at the end of a run. Layer: below attacks, above experiments (DESIGN.md)."""
+renderer at the end of a run. Layer: below attacks, above experiments."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from ..io import atomic_write_text, read_json
 from .badsnn_figures import grid_figure, load_examples, trigger_examples
 from .frames import plot_frames
 from .sweeps import plot_sweep
-from .tables import table_csv, table_rows
+from .tables import table_csv, table_rows, warnings_block
 
 EXAMPLES_FILE = "examples.safetensors"
 FIGURE_TITLES = {"fig2_clean": "Fig. 2 clean", "fig2_badsnn": "Fig. 2 BadSNN",
@@ -41,7 +41,67 @@ def table1(metrics: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
+def malicious_lines(metrics: dict) -> list[str]:
+    """How S_t was chosen: given, or the clean model's val accuracy curve over V_thr."""
+    choice = metrics.get("malicious_choice") or {}
+    curve = choice.get("curve") or []
+    if not curve:
+        return []
+    lines = ["", "## How S_t was chosen (validation split)", "",
+             f"The smallest V_thr at which the clean model's val accuracy falls below "
+             f"{pct(choice.get('level'))}% (2x chance unless `badsnn.auto_level` says):", "",
+             "| V_thr | clean val accuracy (%) |", "|---|---|"]
+    lines += [f"| {r['v_threshold']:g}{' *' if r['v_threshold'] == choice['v_threshold_t'] else ''}"
+              f" | {pct(r['val_accuracy'])} |" for r in curve]
+    return lines
+
+
+def selection_lines(metrics: dict, val_rows: list[dict]) -> list[str]:
+    """How S_a was chosen: the rule, the val base CA, and every grid config's val figures."""
+    sel, selection = metrics["selected"], metrics["selection"]
+    floor = selection["val_base_ca"] - selection["ca_tolerance"]
+    lines = ["", "## How S_a was chosen (validation split)", "",
+             f"Rule: {selection.get('rule', 'largest val ASR within the CA tolerance')} "
+             f"(selecting on val {selection['key'].removeprefix('val_')}; val base CA "
+             f"{pct(selection['val_base_ca'])}%, tolerance {100 * selection['ca_tolerance']:g} "
+             f"points, so val CA >= {pct(floor)}%; {selection.get('candidates', 'n/a')} configs "
+             "qualified). `*` marks S_a."]
+    selected_val = metrics.get("selected_val") or {}
+    if selected_val:
+        lines += ["", "At S_a: " + ", ".join(
+            f"{k.replace('val_asr_', 'val ASR_').replace('val_ca', 'val CA')} {pct(v)}%"
+            for k, v in selected_val.items())]
+    if val_rows:
+        keys = [k for k in val_rows[0] if k.startswith("val_asr")]
+        lines += ["", "| V_thr^a | tau^a | val CA | " + " | ".join(
+            k.replace("val_asr_", "val ASR_") for k in keys) + " | within tolerance |",
+            "|" + "---|" * (4 + len(keys))]
+        for row in val_rows:
+            mark = " *" if (row["v_threshold_a"], row["tau_a"]) == (
+                sel["v_threshold_a"], sel["tau_a"]) else ""
+            tau = "-" if row["tau_a"] is None else f"{row['tau_a']:g}"
+            ok = "yes" if row["val_ca"] >= floor else "no"
+            lines.append(f"| {row['v_threshold_a']:g}{mark} | {tau} | {pct(row['val_ca'])} | "
+                         + " | ".join(pct(row.get(k)) for k in keys) + f" | {ok} |")
+    return lines
+
+
+def grid_val_rows(run_dir: Path) -> list[dict]:
+    """The attack-config grid with its validation columns, from the run's stage store
+    (`grid`, or `grid_first` where no T_o was fitted); [] when the run has none."""
+    path = run_dir / "stages.json"
+    if not path.is_file():
+        return []
+    stages = read_json(path, dict, "stages file")
+    for name in ("grid", "grid_first"):
+        rows = (stages.get(name) or {}).get("rows")
+        if rows and "val_ca" in rows[0]:
+            return rows
+    return []
+
+
+def badsnn_report(config: dict, metrics: dict, figures: list[str],
+                  val_rows: list[dict] | None = None) -> str:
     """report.md of a BadSNN run from its config.yaml mapping and metrics.json;
     `figures`: the figure files (relative to the run) to link."""
     model = config["model"]
@@ -51,23 +111,27 @@ def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
     lines = [
         f"# BadSNN: {config['name']}",
         "",
+        *warnings_block(metrics),
         f"Dataset `{config['dataset']['name']}`, model `{model['name']}` ({model['neuron']}, "
         f"T={metrics.get('T', model['T'])}), seed {config['seed']}, target class "
         f"{metrics.get('target', config.get('target'))}. "
-        "Test-split figures in percent; the attack config is selected on the validation split "
-        f"(largest {metrics['selection']['key']} with val CA >= val base CA - "
-        f"{metrics['selection']['ca_tolerance']}). `*` marks the selected row.",
+        "Rates in percent on the test split unless a heading says otherwise; the attack "
+        f"config is selected on the validation split (largest {metrics['selection']['key']} "
+        f"with val CA >= val base CA - {100 * metrics['selection']['ca_tolerance']:g} points, "
+        "figures below). `*` marks the selected row.",
         "",
         f"- Nominal S_n: V_thr {nom['v_threshold']}, tau {nom['tau']}; malicious S_t: "
         f"V_thr {mal['v_threshold']}, tau {mal['tau']} (SpikingJelly tau; paper tau = 1/tau).",
         f"- Poisoned target samples: {metrics['poisoning']['poisoned_count']} of "
         f"{metrics['poisoning']['target_count']} of the target class "
-        f"(P = {metrics['poisoning']['target_class_ratio']}).",
+        f"(P = {pct(metrics['poisoning']['target_class_ratio'])}%).",
         "",
         table1(metrics, metrics["grid"]),
         "",
         f"Selected attack config: V_thr^a {sel['v_threshold_a']}, tau^a {sel['tau_a']} "
         f"(trigger {metrics.get('trigger', 'n/a')}).",
+        *selection_lines(metrics, val_rows or []),
+        *malicious_lines(metrics),
     ]
     if metrics["selection"].get("within_tolerance") is False:
         lines += ["", "**No attack config kept val CA within the tolerance**: the one with the "
@@ -75,7 +139,7 @@ def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
     if metrics.get("asr_o_clean_model") is not None:
         lines += [
             "",
-            "## Control: the same T_o optimisation against the clean model",
+            "## Control: the same T_o optimisation against the clean model (test split)",
             "",
             f"ASR_o of the backdoored model: {pct(sel.get('asr_o'))}; of the clean model at the "
             f"same attack config and budget: {pct(metrics['asr_o_clean_model'])} "
@@ -98,7 +162,8 @@ def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
     event_control = {k[:-len("_clean_model")]: v for k, v in metrics.get("control", {}).items()
                      if k.endswith("_clean_model") and k != "asr_o_clean_model"}
     if event_control:
-        lines += ["", "## Control: the same triggers on the clean model at the attack config",
+        lines += ["", "## Control: the same triggers on the clean model at the attack config "
+                  "(test split, %)",
                   "", "| trigger | backdoored | clean model | clean model at S_n |",
                   "|---|---|---|---|"]
         lines += [f"| {k} | {pct(sel.get(k))} | {pct(v)} | "
@@ -106,13 +171,14 @@ def badsnn_report(config: dict, metrics: dict, figures: list[str]) -> str:
                   for k, v in event_control.items()]
     if metrics.get("asr_s_by_beta"):
         lines += ["", "## T_s noise scale at the selected attack config (test; not used for "
-                  "selection)", "", "| beta | ASR_s | spikes per sample |", "|---|---|---|"]
+                  "selection)", "", "| beta | ASR_s (%) | spikes per sample |", "|---|---|---|"]
         lines += [f"| {r['beta']:g} | {pct(r['asr_s'])} | {r['spikes_attack']:.1f} |"
                   for r in metrics["asr_s_by_beta"]]
-    lines += ["", "## Spikes per sample (test)", "", "| input / config | spikes |", "|---|---|"]
+    lines += ["", "## Spikes per sample (test split)", "", "| input / config | spikes |",
+              "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in metrics["spikes_per_sample"].items()]
     events = any("event_count_change" in s for s in metrics["perturbation"].values())
-    lines += ["", "## Trigger perturbation (test, mean per sample"
+    lines += ["", "## Trigger perturbation (test split, mean per sample"
               + ("; frames scaled to [0, 1]" if events else "") + ")", "",
               "| trigger | L2 | Linf | MSE | SSIM | PSNR |" + (" events |" if events else ""),
               "|---|---|---|---|---|---|" + ("---|" if events else "")]
@@ -176,6 +242,6 @@ def render_badsnn(run_dir: str | Path) -> list[Path]:
     if config.get("figures", True):
         paths += badsnn_figures(run_dir, metrics)
     figures = [str(p.relative_to(run_dir)) for p in paths if p.suffix == ".png"]
-    paths.append(atomic_write_text(run_dir / "report.md",
-                                   badsnn_report(config, metrics, figures)))
+    paths.append(atomic_write_text(run_dir / "report.md", badsnn_report(
+        config, metrics, figures, grid_val_rows(run_dir))))
     return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..io import atomic_write_text, write_csv
 from .frames import animate_frames, load_sample, plot_frames
-from .tables import TABLE_COLUMNS, fmt, read_run, table_rows
+from .tables import TABLE_COLUMNS, fmt, pct, read_run, table_rows, warnings_block
 
 SAMPLE_FILE = "frames_sample.safetensors"
 
@@ -20,23 +20,31 @@ def report_markdown(config: dict, metrics: dict) -> str:
     lines = [
         f"# Neuromorphic backdoors: {config['name']}",
         "",
+        *warnings_block(metrics),
         f"Dataset `{metrics['dataset']}` (frames {metrics['frames']}, train {splits['train']}, "
         f"val {splits['val']}, test {splits['test']}), model `{config['model']['name']}`, "
-        f"{config['train']['epochs']} epochs. Poisoning: ratio {a['poison_ratio']}, target "
+        f"{config['train']['epochs']} epochs. Poisoning: {pct(a['poison_ratio'], 1)}% of the "
+        f"training split, target "
         f"{a['target']}{', clean-label' if a['clean_label'] else ''}, seed {config['seed']}.",
         "",
-        f"Clean model: test accuracy `clean_ca` = {metrics['clean_ca']:.4f}.",
+        f"Clean model: CA {pct(metrics['clean_ca'])}% on the test split "
+        f"({pct(metrics.get('clean_val_ca'))}% on the validation split).",
         "",
-        "| attack | trigger | ca | asr | ssim | mse | ca drop | event count change "
-        "| asr of the clean model | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Rates in percent; `val ca` on the validation split, every other column on the test "
+        "split.",
+        "",
+        "| attack | trigger | ca | val ca | asr | ssim | mse | ca drop (points) | event count "
+        "change | asr of the clean model | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, info in metrics["attacks"].items():
+        change = info.get("event_count_change")
         lines.append(
-            f"| {info['attack']} | {label} | {fmt(info['ca'])} | {fmt(info['asr'])} | "
-            f"{fmt(info['ssim'])} | {fmt(info['mse'], 5)} | {fmt(info['ca_drop'])} | "
-            f"{fmt(info['event_count_change'])} | {fmt(info['asr_clean_model'])} | "
-            f"{fmt(info.get('train_seconds'), 1)} |")
+            f"| {info['attack']} | {label} | {pct(info['ca'])} | {pct(info.get('val_ca'))} | "
+            f"{pct(info['asr'])} | {fmt(info['ssim'])} | {fmt(info['mse'], 5)} | "
+            f"{pct(info['ca_drop'])} | "
+            f"{'n/a' if change is None else f'{100 * change:+.1f}%'} | "
+            f"{pct(info['asr_clean_model'])} | {fmt(info.get('train_seconds'), 1)} |")
     lines += [
         "",
         "`ca`: clean test accuracy of the backdoored model; `asr`: share of triggered "

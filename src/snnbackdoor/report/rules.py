@@ -9,9 +9,10 @@ from pathlib import Path
 
 from ..io import atomic_write_text, write_csv
 from .frames import pyplot, save_figure
-from .tables import fmt, read_run
+from .tables import fmt, pct, read_run, warnings_block
 
 TABLE_COLUMNS = ["rule", "neuron", "T", "ca", "asr", "migration_rate", "seconds"]
+RATE_COLUMNS = {"ca", "asr"}
 
 
 def plot_migration(path: Path, lr_c_info: dict, ann_info: dict, title: str) -> Path:
@@ -30,7 +31,7 @@ def plot_migration(path: Path, lr_c_info: dict, ann_info: dict, title: str) -> P
     ax.set_xscale("log", base=2)
     ax.set_xticks(Ts, [str(T) for T in Ts])
     ax.set_xlabel("time steps T")
-    ax.set_ylabel("rate")
+    ax.set_ylabel("rate (CA, ASR: fraction of the test split)")
     top = max([1.0, *[m for m in migration if m == m]])
     ax.set_ylim(0, top + 0.05)
     ax.set_title(title)
@@ -45,19 +46,23 @@ def report_markdown(config: dict, metrics: dict) -> str:
     lines = [
         f"# {config['name']}: backdoor poisoning against three SNN learning rules",
         "",
+        *warnings_block(metrics),
         f"Dataset `{config['dataset']['name']}`, model `{config['model']['name']}`, trigger "
         f"`{attack['trigger']}` ({attack['options'] or 'defaults'}), target "
-        f"{attack['target']}, poison ratio {attack['poison_ratio']}. "
+        f"{attack['target']}, {pct(attack['poison_ratio'], 1)}% of the training split poisoned. "
         "Conversion: SpikingJelly `ann2snn.Converter(RateCodingRecipe("
         f"mode={conversion['mode']!r}))` calibrated on {conversion['calibration']} training "
         "data.",
+        "",
+        "CA and ASR in percent, test split.",
         "",
         "| rule | neuron | T | CA | ASR | migration rate | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in metrics["table"]:
-        lines.append("| " + " | ".join(fmt(row[c]) if c != "seconds" else fmt(row[c], 1)
-                                         for c in TABLE_COLUMNS) + " |")
+        lines.append("| " + " | ".join(
+            pct(row[c]) if c in RATE_COLUMNS else fmt(row[c], 1) if c == "seconds"
+            else fmt(row[c]) for c in TABLE_COLUMNS) + " |")
     lines += [
         "",
         "- CA: test accuracy; ASR: share of triggered non-target test inputs classified as "
@@ -76,7 +81,7 @@ def report_markdown(config: dict, metrics: dict) -> str:
     lines += [
         "## Migration",
         "",
-        f"Smallest T with migration rate >= 0.9 and CA within 0.03 of the ANN: "
+        "Smallest T with migration rate >= 0.9 and CA within 3 points of the ANN (test split): "
         f"{fmt(summary['first_T_migrating'])}. Highest migration rate: "
         f"{fmt(summary['max_migration_rate'])}. Figure: `figures/migration.png`.",
         "",
@@ -86,26 +91,27 @@ def report_markdown(config: dict, metrics: dict) -> str:
         lines += [
             "## Robustness (ANN vs SNN on the same data)",
             "",
-            f"noise_ca: test accuracy with Gaussian noise (std {rob['noise_std']}, seeded, the "
-            "same noise for every model); ra: share of triggered non-target inputs still given "
-            "their true label. A model is more robust when both are higher.",
+            "Percent, test split. noise_ca: accuracy with Gaussian noise "
+            f"(std {rob['noise_std']}, seeded, the same noise for every model); ra: share of "
+            "triggered non-target inputs still given their true label. A model is more robust "
+            "when both are higher.",
             "",
             "| model | CA | noise CA | ASR | RA |",
             "| --- | --- | --- | --- | --- |",
         ]
         for label, row in rob["models"].items():
-            lines.append(f"| {label} | {fmt(row['ca'])} | {fmt(row['noise_ca'])} | "
-                         f"{fmt(row['asr'])} | {fmt(row['ra'])} |")
-        by_T = ", ".join(f"T={T}: {fmt(v)}" for T, v in rob["lr_c_noise_ca_by_T"].items())
+            lines.append(f"| {label} | {pct(row['ca'])} | {pct(row['noise_ca'])} | "
+                         f"{pct(row['asr'])} | {pct(row['ra'])} |")
+        by_T = ", ".join(f"T={T}: {pct(v)}%" for T, v in rob["lr_c_noise_ca_by_T"].items())
         lines += ["", f"LR_C noise CA by T: {by_T}.", ""]
     det = metrics.get("detection")
     if det:
         lines += [
             "## Input detection from membrane and spike statistics",
             "",
-            "Fitted on clean training inputs only; threshold at FRR "
-            f"{config['detection']['frr']} on clean validation inputs; detection rate = triggered "
-            "test inputs flagged; FRR (test) = clean test inputs flagged.",
+            "Percent. Fitted on clean training inputs only; threshold at FRR "
+            f"{pct(config['detection']['frr'], 1)}% on clean validation inputs; detection rate "
+            "= triggered test inputs flagged; FRR (test) = clean test inputs flagged.",
             "",
             "| model | method | detection rate | FRR (test) | AUROC |",
             "| --- | --- | --- | --- | --- |",
@@ -113,8 +119,8 @@ def report_markdown(config: dict, metrics: dict) -> str:
         for label, row in det.items():
             for method in config['detection']['methods']:
                 r = row[method]
-                lines.append(f"| {label} | {method} | {fmt(r['detection_rate'])} | "
-                             f"{fmt(r['false_rejection_rate'])} | {fmt(r['auroc'])} |")
+                lines.append(f"| {label} | {method} | {pct(r['detection_rate'])} | "
+                             f"{pct(r['false_rejection_rate'])} | {pct(r['auroc'])} |")
         lines.append("")
     eli, eli_config = metrics.get("elimination"), config["elimination"]
     if eli:
@@ -125,15 +131,16 @@ def report_markdown(config: dict, metrics: dict) -> str:
             f"(the `finetune` defense: {eli_config['epochs']} epochs, SGD, "
             f"momentum {eli_config['momentum']}, cosine) at each learning rate of "
             f"{[eli_config['lr'], *eli_config['lr_candidates']]}; the run with the best "
-            "validation accuracy is kept. seconds: all runs of the model.",
+            "validation accuracy is kept (`val CA`, the figure that chose lr). CA and ASR in "
+            "percent on the test split; seconds: all runs of the model.",
             "",
-            "| model | lr | CA before | ASR before | CA after | ASR after | seconds |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| model | lr | val CA | CA before | ASR before | CA after | ASR after | seconds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for label, row in eli["models"].items():
-            lines.append(f"| {label} | {row['lr']:g} | {fmt(row['before']['ca'])} | "
-                         f"{fmt(row['before']['asr'])}"
-                         f" | {fmt(row['after']['ca'])} | {fmt(row['after']['asr'])} | "
+            lines.append(f"| {label} | {row['lr']:g} | {pct(row.get('val_ca'))} | "
+                         f"{pct(row['before']['ca'])} | {pct(row['before']['asr'])}"
+                         f" | {pct(row['after']['ca'])} | {pct(row['after']['asr'])} | "
                          f"{fmt(row['seconds'], 1)} |")
         lines.append("")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from ..io import atomic_write_bytes, atomic_write_text, read_json, write_csv
+from .tables import warnings_block
 
 NO_DEFENSE = "none"
 TABLE_COLUMNS = ["attack", "defense", "ca", "asr", "ra"]
@@ -113,6 +114,36 @@ def attack_line(info: dict) -> str:
     return "; ".join(parts) or "see its folder under attacks/"
 
 
+RATE_WORDS = ("acc", "ca", "asr", "rate", "ratio", "fraction", "share")
+
+
+def _setting(key: str, value) -> str:
+    """A defense's reported setting: rates (by name, in [0, 1]) in percent, else as given."""
+    if isinstance(value, float) and 0.0 <= value <= 1.0 and any(
+            word in key.lower() for word in RATE_WORDS):
+        return f"{key} {pct(value)}%"
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+
+
+def defense_choices(metrics: dict, attacks: list[str], defenses: list[str]) -> list[str]:
+    """What each repair chose and measured on the defender's clean subset or the validation
+    split (its `defense_info`): the figures behind its settings."""
+    lines = []
+    for attack in attacks:
+        for defense in defenses:
+            info = ((metrics.get("cells") or {}).get(f"cell/{attack}/{defense}") or {}).get(
+                "defense_info") or {}
+            shown = [_setting(k, v) for k, v in info.items() if k != "defense" and v is not None]
+            if shown:
+                lines.append(f"- `{attack}` x `{defense}`: " + ", ".join(shown))
+    if not lines:
+        return []
+    return ["## Defense settings", "",
+            "What each repair chose on the defender's clean subset, and its accuracy on the "
+            "validation split (`val_accuracy`, carved from training, never test):", "",
+            *lines, ""]
+
+
 def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
     """The matrix's report.md from its config and metrics."""
     attacks, detectors = config["attacks"], config.get("detectors") or []
@@ -121,12 +152,13 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
     lines = [
         f"# Attack x defense matrix: {config['name']}",
         "",
+        *warnings_block(metrics),
         f"Dataset `{config['dataset']['name']}`, model `{model['name']}` ({model['neuron']}, "
         f"T={model['T']}), seed {config['seed']}, target class {config['target']}, poisoning "
         f"ratio {share(config['poison_ratio'])} of the training split (unless an attack "
         f"counts otherwise, see below), defender subset {metrics['defender']['count']} clean "
         f"training samples ({share(config['defender_fraction'])} of the clean training "
-        f"split). Clean model CA: {pct(metrics['clean_ca'])}%.",
+        f"split). Clean model CA: {pct(metrics['clean_ca'])}% (test split).",
         "",
         "Cells are `CA / ASR` in percent on the test split; ASR counts triggered non-target "
         "test samples sent to the target. `none (before)` is the attacked model before any "
@@ -134,7 +166,8 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
         "",
         table2_markdown(metrics["table"], attacks, defenses),
         "",
-        "Robust accuracy (triggered non-target samples still given their true label), %:",
+        "Robust accuracy (triggered non-target test samples still given their true label), "
+        "%:",
         "",
         *_grid(cells, attacks, defenses, lambda r: pct((r or {}).get("ra"))),
         "",
@@ -147,12 +180,14 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
         info = (metrics.get("attacks") or {}).get(attack) or {}
         lines.append(f"- `{attack}`: {attack_line(info)}")
     lines.append("")
+    lines += defense_choices(metrics, attacks, defenses)
     if detectors:
         lines += [
             "## Detection",
             "",
-            "Cells are `detection rate / AUROC` in percent: the share of triggered inputs "
-            "flagged at the false-rejection rate fitted on the defender's clean subset.",
+            "Cells are `detection rate / AUROC` in percent on test inputs: the share of "
+            "triggered inputs flagged at the false-rejection rate fitted on the defender's "
+            "clean subset (training split).",
             "",
             detection_markdown(metrics["detection"], attacks, detectors),
             "",

@@ -44,3 +44,16 @@ def fmt(value, digits: int = 4) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def pct(value, digits: int = 2) -> str:
+    """A rate in [0, 1] as percent (no sign), None as 'n/a'."""
+    return "n/a" if value is None else f"{100 * value:.{digits}f}"
+
+
+def warnings_block(metrics: dict) -> list[str]:
+    """The run's degenerate-model warnings as report lines (for the top of report.md)."""
+    warnings = metrics.get("warnings") or []
+    if not warnings:
+        return []
+    return ["> **Warning**: " + w for w in warnings] + [""]

@@ -50,7 +50,7 @@ class ConvertedSNN(SpikingClassifier):
     one playback over the T steps (area resampling, each frame held T/T_data steps);
     ``'mean'`` feeds the ANN's mean frame at every step (the textbook conversion setting).
     Long holds of one frame let IF neurons overshoot before later negative input arrives, so
-    ``resample`` converges worse than ``cycle`` (see the rules note).
+    ``resample`` converges worse than ``cycle`` (docs/methods.md section 6).
     """
 
     def __init__(

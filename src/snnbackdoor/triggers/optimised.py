@@ -48,6 +48,7 @@ def blend_targets(
     mode: str = "eq4",
     sign: str = "signed",
     batch_size: int = 512,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Delta_x, chosen alpha, reached mask): the smallest blend the model calls `target`.
 
@@ -69,7 +70,8 @@ def blend_targets(
     model.eval()
     try:
         with use_config(model, attack_config):
-            for alpha in alphas:
+            for alpha in tqdm(alphas, desc="blending", unit="alpha", leave=False,
+                              disable=not progress):
                 blended = blend(x, powered, adversarial, alpha, mode)
                 probs = torch.cat([
                     model(blended[i : i + batch_size]).float().softmax(1)[:, target]
@@ -159,7 +161,7 @@ class OptimisedTrigger:
 
 @dataclass
 class UNetConfig:
-    """Training of the T_o generator (PAPERS.md 1.4)."""
+    """Training of the T_o generator (docs/methods.md 1.4)."""
 
     eps: float = 0.2
     width: int = 16
@@ -248,10 +250,11 @@ def fit_unet(
 
 
 def deepfool_deltas(model: nn.Module, x: torch.Tensor, overshoot: float, max_iter: int,
-                    config: NeuronConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepFool on the SNN at a neuron config (nominal for BadSNN, PAPERS.md 1.4 step 1)."""
+                    config: NeuronConfig | None = None,
+                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepFool on the SNN at a neuron config (nominal for BadSNN, docs/methods.md 1.4 step 1)."""
     with use_config(model, config):
-        return deepfool(model, x, overshoot=overshoot, max_iter=max_iter)
+        return deepfool(model, x, overshoot=overshoot, max_iter=max_iter, progress=progress)
 
 
 GENERATOR_FORMAT = "snnbackdoor-generator/1"

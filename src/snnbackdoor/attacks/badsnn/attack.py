@@ -199,7 +199,8 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     else:
         triggers, first_key = {"asr_p": PowerTrigger(options.power)}, "asr_p"
     rows_first = stage(setup, "grid_first", lambda: {
-        "rows": attack_config_grid(backdoor, data, dict(triggers), target, grid)})["rows"]
+        "rows": attack_config_grid(backdoor, data, dict(triggers), target, grid,
+                                   progress=recipe.progress)})["rows"]
     base_ca, tolerance = training["val_base_ca"], options.ca_tolerance
     provisional = select_attack_config(rows_first, base_ca, tolerance, f"val_{first_key}")
 
@@ -208,7 +209,7 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     if not events:
         def fit():
             generator, info = fit_optimised_trigger(backdoor, data, options, target, nominal,
-                                                    provisional.config, seed)
+                                                    provisional.config, seed, recipe.progress)
             return generator, {"blend_config": provisional.config.as_dict(), **info}
 
         generator, trigger_o = generator_stage(setup, "trigger_o", target, fit)
@@ -216,7 +217,8 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
         with_o = {"asr_o": triggers["asr_o"]}
 
         def full_grid() -> dict:
-            extra = attack_config_grid(backdoor, data, with_o, target, grid, with_ca=False)
+            extra = attack_config_grid(backdoor, data, with_o, target, grid, with_ca=False,
+                                       progress=recipe.progress)
             return {"rows": [{**a, **b} for a, b in zip(rows_first, extra)]}  # CA: rows_first
 
         rows = stage(setup, "grid", full_grid)["rows"]
@@ -227,7 +229,8 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     if options.control and not events:
         def clean_control() -> dict:
             def fit():
-                return fit_optimised_trigger(clean, data, options, target, nominal, attack, seed)
+                return fit_optimised_trigger(clean, data, options, target, nominal, attack, seed,
+                                             recipe.progress)
 
             generator, info = generator_stage(setup, "trigger_o_clean_model", target, fit)
             return optimised_control(clean, generator, info, data, target, nominal, attack)

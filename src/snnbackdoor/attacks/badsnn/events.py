@@ -40,7 +40,7 @@ def prepare_frames(data: DatasetBundle, mode: str) -> PreparedFrames:
 @dataclass(frozen=True)
 class UnitScaledNoise:
     """T_s on count frames divided by ``scale`` (to [0, 1]), scaled back: the trigger as
-    PAPERS.md 1.4 states it, for a model fed raw counts."""
+    docs/methods.md 1.4 states it, for a model fed raw counts."""
 
     beta: float
     seed: int

@@ -3,6 +3,8 @@ separate what the backdoor adds from plain adversarial vulnerability."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
@@ -23,26 +25,29 @@ from .stages import asr_at, asr_on_triggered
 
 def fit_optimised_trigger(model: nn.Module, data: DatasetBundle, options: BadSNNOptions,
                           target: int, nominal: NeuronConfig, attack: NeuronConfig,
-                          seed: int) -> tuple[ConditionalUNet, dict]:
+                          seed: int, progress: bool = True) -> tuple[ConditionalUNet, dict]:
     """T_o against `model`: DeepFool at S_n, blending at `attack`, U-Net training.
 
     The DeepFool samples are a seeded draw of `options.deepfool_samples` training inputs.
     Info (JSON-able): DeepFool flip rate and size, blend reach, target size, U-Net history.
+    Bars for the three steps when `progress` and `options.unet.progress` are both on.
     """
+    progress = progress and options.unet.progress
+    unet = options.unet if progress else dataclasses.replace(options.unet, progress=False)
     gen = torch.Generator().manual_seed(seed)
     count = min(options.deepfool_samples, len(data.train))
     index = torch.randperm(len(data.train), generator=gen)[:count].to(data.train.y.device)
     x = data.train.floats(index)
     delta_df, flipped = deepfool_deltas(
-        model, x, options.deepfool_overshoot, options.deepfool_max_iter, nominal
+        model, x, options.deepfool_overshoot, options.deepfool_max_iter, nominal, progress
     )
     delta, alpha, reached = blend_targets(
         model, x, delta_df, options.power, target, attack, options.blend_k, options.blend_mode,
-        options.delta_sign,
+        options.delta_sign, progress=progress,
     )
     adv_config = nominal if options.unet.adv_config == "nominal" else attack
     generator, history = fit_unet(
-        model, x, delta, target, data.info.num_classes, options.unet, adv_config, seed
+        model, x, delta, target, data.info.num_classes, unet, adv_config, seed
     )
     info = {
         "deepfool_flip_rate": float(flipped.float().mean()),

@@ -36,7 +36,7 @@ class BadSNNOptions:
                                  1.55, 1.6]
     )
     taus_a: list[float] = field(default_factory=lambda: [2.0])
-    # Selection: val CA >= val base CA - tolerance. PAPERS.md 1.4 names 5 points; 3 leaves
+    # Selection: val CA >= val base CA - tolerance. docs/methods.md 1.4 names 5 points; 3 leaves
     # room for val/test noise (216 val digits: +-1.5 points) so test CA stays within 5.
     ca_tolerance: float = 0.03
     power: float = 3.0  # q of T_p(x) = x^q
@@ -47,7 +47,7 @@ class BadSNNOptions:
     trigger: str = "auto"
     noise_beta: float = 0.03
     # Event frames fed to the model: "unit" divides them by the training split's largest count
-    # (T_s acts on [0, 1], as PAPERS.md 1.4 states); "counts" feeds raw event counts, as
+    # (T_s acts on [0, 1], as docs/methods.md 1.4 states); "counts" feeds raw event counts, as
     # SpikingJelly's frame datasets and the N-MNIST-Net code lineage do, so Eq. 7's clip caps
     # every count at 1. "counts" also measures T_s on unit-scaled frames (asr_s_unit).
     frames: str = "unit"
