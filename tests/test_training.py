@@ -54,7 +54,7 @@ def test_tensorboard_logs_every_epoch_and_changes_nothing(digits, tmp_path):
     _, logged = _tiny_run(digits, tensorboard=str(tmp_path / "tb"))
     for a, b in zip(plain.history, logged.history):
         assert (a["loss"], a["val_accuracy"]) == (b["loss"], b["val_accuracy"])
-    events = accumulator.EventAccumulator(str(tmp_path / "tb"))
+    events = accumulator.EventAccumulator(str(tmp_path / "tb" / "clean"))  # per training
     events.Reload()
     assert {"clean/loss", "clean/val_accuracy", "clean/lr"} <= set(events.Tags()["scalars"])
     for key in ("loss", "val_accuracy"):

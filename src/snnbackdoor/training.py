@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import math
 import numbers
+import os
 import random
 import time
 from collections.abc import Callable
@@ -228,7 +229,9 @@ def train(
     opt, sched = make_optimizer(model, config, config.epochs * steps_per_epoch)
     result = TrainResult()
     start = time.perf_counter()
-    writer = summary_writer(config.tensorboard) if config.tensorboard else None
+    # one subfolder per training (its description), so the trainings of a run stay apart
+    writer = (summary_writer(os.path.join(config.tensorboard, description))
+              if config.tensorboard else None)
     logging = writer if writer is not None else contextlib.nullcontext()
     epochs = tqdm(
         range(config.epochs), desc=description, unit="epoch", disable=not config.progress,
