@@ -22,7 +22,7 @@ into the parent's `stages.json`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,19 @@ def _record_stage(run, name: str, result: dict, seconds: float | None) -> dict:
     return result
 
 
+def adopt_stage_files(run, names: Iterable[str]) -> list[str]:
+    """Record in `run` the stages among `names` whose task wrote its result file but whose
+    parent stopped before recording it (so any executor, or none, resumes after any other);
+    their names."""
+    adopted = []
+    for name in names:
+        path = stage_file(run.path, name)
+        if not run.done(name) and path.exists():
+            _record_stage(run, name, read_json(path, dict, "stage file"), None)
+            adopted.append(name)
+    return adopted
+
+
 def map_stages(executor: Executor | None, run, calls: Mapping[str, StageCall],
                desc: str = "stages", raise_on_failure: bool = True) -> dict[str, dict]:
     """Compute the stages of `run` (a RunDir) not finished yet, one task each, through
@@ -81,16 +94,15 @@ def map_stages(executor: Executor | None, run, calls: Mapping[str, StageCall],
     parent stopped before recording it). Failures raise `TaskFailed` after every other
     stage is recorded; with `raise_on_failure=False` they are left out of the result."""
     executor = executor or LocalExecutor(progress=False)
+    adopt_stage_files(run, calls)
     results: dict[str, dict] = {}
     tasks = []
     for name, call in calls.items():
-        path = stage_file(run.path, name)
         if run.done(name):
             results[name] = run.stages[name]
-        elif path.exists():
-            results[name] = _record_stage(run, name, read_json(path, dict, "stage file"), None)
         else:
-            tasks.append(Task(name, run_stage, (str(path), call.fn, call.args, call.kwargs),
+            path = str(stage_file(run.path, name))
+            tasks.append(Task(name, run_stage, (path, call.fn, call.args, call.kwargs),
                               num_cpus=call.num_cpus, num_gpus=call.num_gpus))
     log_dir = run.path / "tasks"
     outcomes = executor.run(tasks, log_dir, skipped=len(calls) - len(tasks), desc=desc)
