@@ -101,7 +101,8 @@ def test_matrix_tables_are_identical_as_submitit_jobs(tmp_path, local_run, monke
     run_experiment(parse_config(matrix_config()), out, executor)
     _same_tables(out, local_run)
     jobs = json.loads((out / "tasks" / "slurm" / "jobs.json").read_text())
-    assert set(CELLS) <= set(jobs)  # the last round's array: one job per cell
+    assert sorted(jobs) == sorted(["clean", *(f"attack/{a}" for a in ATTACKS), *CELLS])
+    assert len({job["job_id"] for job in jobs.values()}) == len(jobs)  # one job per stage
 
 
 def _killed_mid_cell(marker: str, fn, args: tuple, kwargs: dict):

@@ -1,23 +1,24 @@
 """`map_stages`: the helper an experiment uses to compute the independent stages of one run
 directory as tasks of any executor, and to resume them from files.
 
-How an experiment splits its work (the attack x defense matrix, for example)::
+How an experiment splits its work (the attack x defense matrix, `experiments/table2.py`,
+does exactly this)::
 
     from snnbackdoor.executors import StageCall, map_stages
 
     def run_matrix(config, run, executor=None):           # runner keyword: `executor`
-        spec = to_dict(config)                             # plain data crosses processes
-        attacks = map_stages(executor, run, {
-            f"attack/{a}": StageCall(train_attack, (spec, a, str(run.path / "attacks" / a)))
-            for a in config.attacks})                      # one task per attacked model
-        cells = map_stages(executor, run, {
-            f"cell/{a}/{d}": StageCall(repair_cell, (spec, a, d, str(run.path)))
-            for a in config.attacks for d in defenses})    # then one per attack x defense
+        spec, path = to_dict(config), str(run.path)        # plain data crosses processes
+        map_stages(executor, run, {"clean": StageCall(clean_task, (spec, path))})
+        map_stages(executor, run, {                        # one task per attacked model
+            f"attack/{a}": StageCall(attack_task, (spec, a, path)) for a in config.attacks})
+        map_stages(executor, run, {                        # then one per attack x defense
+            f"cell/{a}/{d}": StageCall(repair_task, (spec, a, d, path))
+            for a in config.attacks for d in defenses})
 
-`train_attack` and `repair_cell` are top-level functions that rebuild what they need from
-`spec` and files (dataset, the attacked model saved by the first round) and return a JSON
-mapping; a task that saves a model saves it under its own folder (`attacks/<name>/`), never
-into the parent's `stages.json`.
+The task functions are top-level; they rebuild what they need from `spec` and files (the
+dataset, the models saved by earlier rounds) and return a JSON mapping. A task that saves a
+model saves it under its own name or folder (`clean.safetensors`, `attacks/<name>/`), never
+into the parent's `stages.json`, which only this process writes.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ unfinished cell and an attack whose cells are all done is not even loaded. The r
 no method by name; `report.table2.render_table2` writes `table.csv`, `detection.csv`,
 `report.md` and `figures/table2_asr.png` from the run directory.
 
+With an executor other than `local` (`snnbackdoor run --executor ray|slurm`) the same stages
+run as tasks in three rounds (the clean model; one per attack; one per cell), each rebuilding
+the dataset and models from the config and the run's files (`executors.map_stages`). The
+tables are read from the stages in config order, so they do not depend on who ran a cell.
+
 Nothing here picks a setting: the test split only measures. Defenses choose their own
 settings on the defender's clean subset and the validation split (see each defense's
 docstring); an attack that chooses (BadSNN's attack config) does so on the validation split.
