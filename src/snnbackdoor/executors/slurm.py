@@ -1,6 +1,7 @@
 """Slurm through submitit: one job-array task per task, each with its own log folder under the
 run directory (`tasks/slurm/<jobid>_<index>/`), and `tasks/slurm/jobs.json` saying which job
-ran which task (the latest job of each, over every round and re-run). `cluster="local"` runs the same path as subprocesses here (for tests).
+ran which task (the latest job of each, over every round and re-run). `cluster="local"`
+runs the same path as subprocesses here (for tests).
 
 Nodes need the same venv at the same path (jobs start `<this python> -m submitit...`) and the
 run directory on a shared filesystem; sbatch's own SBATCH_* variables (account, QOS) apply.
