@@ -116,7 +116,7 @@ class LazyAttack:
 
 
 def repair_cell(lazy: LazyAttack, defense: str, options: Any, data: DatasetBundle,
-                 config: Table2Experiment) -> dict:
+                config: Table2Experiment) -> dict:
     """One (attack, defense) cell: repair a copy (or not, for `none`), then measure."""
     outcome = lazy.outcome()
     model: nn.Module = outcome.model
@@ -133,11 +133,11 @@ def repair_cell(lazy: LazyAttack, defense: str, options: Any, data: DatasetBundl
 
 
 def detect_cell(lazy: LazyAttack, detector: str, options: Any, data: DatasetBundle,
-                 config: Table2Experiment) -> dict:
+                config: Table2Experiment) -> dict:
     """One (attack, detector) cell on clean and triggered test inputs."""
     outcome = lazy.outcome()
     clean_x, triggered_x = detection_inputs(data, outcome, config.detection_samples,
-                                             config.seed)
+                                            config.seed)
     scores = get("detector", detector).obj(outcome.model, lazy.defender(), clean_x,
                                            triggered_x, options, config.seed)
     if not isinstance(scores, Scores):
@@ -158,8 +158,8 @@ def attack_seconds(run: RunDir, attacks: list[str]) -> dict:
 
 
 def lazy_attack(config: Table2Experiment, attack: str, data: DatasetBundle, device,
-                 clean: Callable[[], nn.Module], run_path: Path,
-                 run: RunDir | None = None) -> LazyAttack:
+                clean: Callable[[], nn.Module], run_path: Path,
+                run: RunDir | None = None) -> LazyAttack:
     """Attack `attack` as the matrix runs it: its own setup and workdir `attacks/<name>`."""
     plan = config.attack_plan(attack)
     spec = model_spec(config.model, data.info)
