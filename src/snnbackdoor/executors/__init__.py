@@ -14,7 +14,7 @@ from .base import Executor, Progress, Task, TaskFailed, TaskResult, execute, rec
 from .local import LocalExecutor
 from .ray import RayExecutor
 from .slurm import SlurmExecutor, time_minutes
-from .stages import StageCall, map_stages, run_stage, stage_file
+from .stages import StageCall, adopt_stage_files, map_stages, run_stage, stage_file
 
 EXECUTORS: dict[str, type[Executor]] = {
     "local": LocalExecutor,
@@ -63,6 +63,7 @@ __all__ = [
     "Task",
     "TaskFailed",
     "TaskResult",
+    "adopt_stage_files",
     "execute",
     "make_executor",
     "map_stages",

@@ -1,6 +1,7 @@
 """Slurm through submitit: one job-array task per task, each with its own log folder under the
 run directory (`tasks/slurm/<jobid>_<index>/`), and `tasks/slurm/jobs.json` saying which job
-ran which task. `cluster="local"` runs the same path as subprocesses here (for tests).
+ran which task (the latest job of each, over every round and re-run). `cluster="local"`
+runs the same path as subprocesses here (for tests).
 
 Nodes need the same venv at the same path (jobs start `<this python> -m submitit...`) and the
 run directory on a shared filesystem; sbatch's own SBATCH_* variables (account, QOS) apply.
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from .base import Executor, Progress, Task, execute
 
 QUEUED_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
@@ -89,9 +90,11 @@ class SlurmExecutor(Executor):
             with submitter.batch():
                 jobs = [submitter.submit(execute, task) for task in group]
             handles.update({task.key: job for task, job in zip(group, jobs)})
-        atomic_write_json(folder / "jobs.json", {
-            key: {"job_id": job.job_id, "stdout": str(job.paths.stdout),
-                  "stderr": str(job.paths.stderr)} for key, job in handles.items()})
+        record_path = folder / "jobs.json"  # merged: a run's later rounds add their jobs
+        record = read_json(record_path, dict, "job record") if record_path.exists() else {}
+        record.update({key: {"job_id": job.job_id, "stdout": str(job.paths.stdout),
+                             "stderr": str(job.paths.stderr)} for key, job in handles.items()})
+        atomic_write_json(record_path, record)
         return handles
 
     def _wait(self, pending: dict[str, Any], progress: Progress) -> list[str]:

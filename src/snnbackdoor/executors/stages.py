@@ -1,28 +1,29 @@
 """`map_stages`: the helper an experiment uses to compute the independent stages of one run
 directory as tasks of any executor, and to resume them from files.
 
-How an experiment splits its work (the attack x defense matrix, for example)::
+How an experiment splits its work (the attack x defense matrix, `experiments/table2.py`,
+does exactly this)::
 
     from snnbackdoor.executors import StageCall, map_stages
 
     def run_matrix(config, run, executor=None):           # runner keyword: `executor`
-        spec = to_dict(config)                             # plain data crosses processes
-        attacks = map_stages(executor, run, {
-            f"attack/{a}": StageCall(train_attack, (spec, a, str(run.path / "attacks" / a)))
-            for a in config.attacks})                      # one task per attacked model
-        cells = map_stages(executor, run, {
-            f"cell/{a}/{d}": StageCall(repair_cell, (spec, a, d, str(run.path)))
-            for a in config.attacks for d in defenses})    # then one per attack x defense
+        spec, path = to_dict(config), str(run.path)        # plain data crosses processes
+        map_stages(executor, run, {"clean": StageCall(clean_task, (spec, path))})
+        map_stages(executor, run, {                        # one task per attacked model
+            f"attack/{a}": StageCall(attack_task, (spec, a, path)) for a in config.attacks})
+        map_stages(executor, run, {                        # then one per attack x defense
+            f"cell/{a}/{d}": StageCall(repair_task, (spec, a, d, path))
+            for a in config.attacks for d in defenses})
 
-`train_attack` and `repair_cell` are top-level functions that rebuild what they need from
-`spec` and files (dataset, the attacked model saved by the first round) and return a JSON
-mapping; a task that saves a model saves it under its own folder (`attacks/<name>/`), never
-into the parent's `stages.json`.
+The task functions are top-level; they rebuild what they need from `spec` and files (the
+dataset, the models saved by earlier rounds) and return a JSON mapping. A task that saves a
+model saves it under its own name or folder (`clean.safetensors`, `attacks/<name>/`), never
+into the parent's `stages.json`, which only this process writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def _record_stage(run, name: str, result: dict, seconds: float | None) -> dict:
     return result
 
 
+def adopt_stage_files(run, names: Iterable[str]) -> list[str]:
+    """Record in `run` the stages among `names` whose task wrote its result file but whose
+    parent stopped before recording it (so any executor, or none, resumes after any other);
+    their names."""
+    adopted = []
+    for name in names:
+        path = stage_file(run.path, name)
+        if not run.done(name) and path.exists():
+            _record_stage(run, name, read_json(path, dict, "stage file"), None)
+            adopted.append(name)
+    return adopted
+
+
 def map_stages(executor: Executor | None, run, calls: Mapping[str, StageCall],
                desc: str = "stages", raise_on_failure: bool = True) -> dict[str, dict]:
     """Compute the stages of `run` (a RunDir) not finished yet, one task each, through
@@ -81,16 +95,15 @@ def map_stages(executor: Executor | None, run, calls: Mapping[str, StageCall],
     parent stopped before recording it). Failures raise `TaskFailed` after every other
     stage is recorded; with `raise_on_failure=False` they are left out of the result."""
     executor = executor or LocalExecutor(progress=False)
+    adopt_stage_files(run, calls)
     results: dict[str, dict] = {}
     tasks = []
     for name, call in calls.items():
-        path = stage_file(run.path, name)
         if run.done(name):
             results[name] = run.stages[name]
-        elif path.exists():
-            results[name] = _record_stage(run, name, read_json(path, dict, "stage file"), None)
         else:
-            tasks.append(Task(name, run_stage, (str(path), call.fn, call.args, call.kwargs),
+            path = str(stage_file(run.path, name))
+            tasks.append(Task(name, run_stage, (path, call.fn, call.args, call.kwargs),
                               num_cpus=call.num_cpus, num_gpus=call.num_gpus))
     log_dir = run.path / "tasks"
     outcomes = executor.run(tasks, log_dir, skipped=len(calls) - len(tasks), desc=desc)

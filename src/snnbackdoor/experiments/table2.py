@@ -9,6 +9,11 @@ unfinished cell and an attack whose cells are all done is not even loaded. The r
 no method by name; `report.table2.render_table2` writes `table.csv`, `detection.csv`,
 `report.md` and `figures/table2_asr.png` from the run directory.
 
+With an executor other than `local` (`snnbackdoor run --executor ray|slurm`) the same stages
+run as tasks in three rounds (the clean model; one per attack; one per cell), each rebuilding
+the dataset and models from the config and the run's files (`executors.map_stages`). The
+tables are read from the stages in config order, so they do not depend on who ran a cell.
+
 Nothing here picks a setting: the test split only measures. Defenses choose their own
 settings on the defender's clean subset and the validation split (see each defense's
 docstring); an attack that chooses (BadSNN's attack config) does so on the validation split.
@@ -22,21 +27,26 @@ only where an attack poisoned a sample another did not.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..attacks.base import AttackOutcome, AttackSetup, measure
-from ..attacks.poisoning import apply_in_batches
+from ..checkpoint import load_model, save_model
 from ..config import ConfigError, parse_dataclass, to_dict
-from ..data.bundle import DatasetBundle, Split
-from ..defenses.base import Repaired
-from ..detectors.scoring import Scores, detection_report
-from ..io import read_json
-from ..models.registry import build_model
+from ..data.bundle import DatasetBundle
+from ..executors import (
+    Executor,
+    LocalExecutor,
+    StageCall,
+    TaskFailed,
+    adopt_stage_files,
+    map_stages,
+    stage_file,
+)
+from ..executors.base import TASKS_FILE
 from ..registry import Component, get, names, unknown_name_message
 from ..rundir import RunDir
 from ..training import TrainConfig
@@ -44,17 +54,25 @@ from ..util import resolve_device
 from .base import (
     ExperimentConfig,
     dataset_from_config,
-    model_spec,
     model_warning,
+    parse_config,
     register_experiment,
     train_clean,
     warnings_of,
 )
+from .table2_cells import (
+    NO_DEFENSE,
+    attack_seconds,
+    defender_index,
+    detect_cell,
+    lazy_attack,
+    repair_cell,
+)
 
-NO_DEFENSE = "none"
 DEFAULT_DEFENSES = [NO_DEFENSE, "finetune", "clp", "anp", "nad", "tsbd", "fine_pruning"]
 DEFAULT_DETECTORS = ["strip", "spectral"]
 TRAIN_KEY = "train"  # in attack_options.<attack>: training keys changed for that attack only
+CLEAN_FILE = "clean.safetensors"  # the clean model (stage `clean`) in the run folder
 
 
 @dataclass(frozen=True)
@@ -173,207 +191,156 @@ def _check_names(what: str, given, known) -> None:
             raise ValueError(unknown_name_message(what, name, known))
 
 
-# --------------------------------------------------------------------------- pieces
+def _run_here(config: Table2Experiment, run: RunDir, data: DatasetBundle, device,
+              defenses: list[str]) -> None:
+    """Every unfinished stage in this process, cell after cell (attacks loaded once)."""
+    clean, _ = run.model_stage(
+        "clean", lambda: train_clean(config, data, device, "clean"), device
+    )
+    clean.eval()
+    total = len(config.attacks) * (len(defenses) + len(config.detectors))
+    bar = tqdm(total=total, desc="table2", unit="cell", disable=not config.train.progress)
+    for attack in config.attacks:
+        lazy = lazy_attack(config, attack, data, device, lambda: clean, run.path, run)
+        for kind, methods, prefix, cell in (("defense", defenses, "cell", repair_cell),
+                                            ("detector", config.detectors, "detect", detect_cell)):
+            for method in methods:
+                bar.set_postfix_str(f"{attack} x {method}")
+                stage = f"{prefix}/{attack}/{method}"
+                if not run.done(stage):
+                    lazy.outcome()  # run (or load) the attack outside the cell's timing
+                options = config.method_options(kind, method)
+                run.stage(stage, partial(cell, lazy, method, options, data, config))
+                bar.update()
+    bar.close()
 
 
-def defender_index(
-    y: torch.Tensor, fraction: float, seed: int, exclude: torch.Tensor | list | None = None
-) -> torch.Tensor:
-    """The defender's clean subset: `round(fraction * n_c)` (at least 1) samples of every
-    class c, never an index in `exclude`, taken in the order of one seeded permutation."""
-    y = torch.as_tensor(y).cpu()
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed) + 104729))
-    allowed = torch.ones(len(y), dtype=torch.bool)
-    if exclude is not None and len(exclude):
-        allowed[torch.as_tensor(exclude, dtype=torch.long).cpu()] = False
-    chosen = []
-    for label in y.unique():
-        wanted = max(1, int(round(fraction * int((y == label).sum()))))
-        members = order[(y[order] == label) & allowed[order]]
-        chosen.append(members[:wanted])
-    return torch.cat(chosen).sort().values
+# Task bodies of `_run_tasks`: top-level, given plain data (the config as a dict, the run
+# folder as a string), each rebuilding the dataset and models from them and the run's files.
 
 
-def _detection_inputs(data: DatasetBundle, outcome: AttackOutcome, count: int, seed: int):
-    """Clean test inputs and triggered non-target test inputs (at most `count` each)."""
-    test = data.test
-    generator = torch.Generator().manual_seed(int(seed) + 15485863)
-
-    def pick(index: torch.Tensor) -> torch.Tensor:
-        if count and len(index) > count:
-            index = index[torch.randperm(len(index), generator=generator)[:count]].sort().values
-        return index.to(test.y.device)
-
-    clean = test.floats(pick(torch.arange(len(test))))
-    non_target = torch.nonzero(test.y.cpu() != outcome.target).flatten()
-    triggered = apply_in_batches(outcome.trigger, test.floats(pick(non_target)))
-    return clean, triggered
+def _task_data(spec: dict) -> tuple[Table2Experiment, Any, DatasetBundle]:
+    config = parse_config(spec)
+    device = resolve_device(config.device)
+    return config, device, dataset_from_config(config, device)
 
 
-def _scalars(info: dict | None) -> dict:
-    """The JSON-sized part of an attack's, defense's or detector's report (numbers, strings,
-    flags)."""
-    out = {}
-    for key, value in (info or {}).items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, (bool, int, float, str)) or value is None:
-            out[key] = value
-    return out
+def _task_attack(spec: dict, attack: str, run_path: str):
+    """(config, data, lazy attack) in a task: the clean model is read from the run."""
+    config, device, data = _task_data(spec)
+    clean = cache(lambda: load_model(Path(run_path) / CLEAN_FILE, device).eval())
+    return config, data, lazy_attack(config, attack, data, device, clean, Path(run_path))
 
 
-class _LazyAttack:
-    """An attack run on first use (cells already done never load it)."""
-
-    def __init__(self, name: str, plan: AttackPlan, setup: AttackSetup, run: RunDir,
-                 fraction: float) -> None:
-        self.name, self.plan, self.setup, self.run, self.fraction = (
-            name, plan, setup, run, fraction)
-        self._outcome: AttackOutcome | None = None
-        self._defender: Split | None = None
-
-    def outcome(self) -> AttackOutcome:
-        if self._outcome is None:
-            outcome = self.plan.component.obj(self.setup, self.plan.options)
-            if not isinstance(outcome, AttackOutcome):
-                raise TypeError(f"attack {self.name!r} returned {type(outcome).__name__}, "
-                                "not an AttackOutcome")
-            if int(outcome.target) != int(self.setup.target):
-                raise ValueError(f"attack {self.name!r} attacked target {outcome.target}, but "
-                                 f"the matrix's target is {self.setup.target}")
-            outcome.model.eval()
-            self._outcome = outcome
-            data = self.setup.data
-            warning = model_warning(f"{self.name} model", outcome.model, data.test,
-                                    data.info.num_classes)
-            self.run.stage(f"attack/{self.name}", lambda: {
-                "warning": warning,
-                **_scalars(outcome.info),
-                "test": outcome.info.get("test"),
-                "poisoned_count": len(outcome.poisoned_index),
-                "deployed": outcome.deployed,
-            })
-        return self._outcome
-
-    def defender(self) -> Split:
-        if self._defender is None:
-            train = self.setup.data.train
-            index = defender_index(train.y, self.fraction, self.setup.seed,
-                                   self.outcome().poisoned_index)
-            self._defender = train.subset(index)
-        return self._defender
+def clean_task(spec: dict, run_path: str) -> dict:
+    """Train the clean model into `<run>/clean.safetensors`; its stage info."""
+    config, device, data = _task_data(spec)
+    model, info = train_clean(config, data, device, "clean")
+    save_model(model, Path(run_path) / CLEAN_FILE)
+    return info
 
 
-def _repair_cell(lazy: _LazyAttack, defense: str, options: Any, data: DatasetBundle,
-                 seed: int) -> dict:
-    """One (attack, defense) cell: repair a copy (or not, for `none`), then measure."""
-    outcome = lazy.outcome()
-    model: nn.Module = outcome.model
-    info: dict = {}
-    if defense != NO_DEFENSE:
-        repaired = get("defense", defense).obj(model, lazy.defender(), data.val, options, seed)
-        if not isinstance(repaired, Repaired):
-            raise TypeError(f"defense {defense!r} returned {type(repaired).__name__}; a "
-                            "repair returns defenses.base.Repaired(model, info)")
-        model, info = repaired.model, repaired.info
-    result = measure(model, data.test, outcome.trigger, outcome.target)
-    return {**result, "defense_info": _scalars(info)}
+def attack_task(spec: dict, attack: str, run_path: str) -> dict:
+    """Train one attack in `<run>/attacks/<name>` (a finished one is reloaded); its summary."""
+    return _task_attack(spec, attack, run_path)[2].summary()
 
 
-def _detect_cell(lazy: _LazyAttack, detector: str, options: Any, data: DatasetBundle,
-                 config: Table2Experiment) -> dict:
-    """One (attack, detector) cell on clean and triggered test inputs."""
-    outcome = lazy.outcome()
-    clean_x, triggered_x = _detection_inputs(data, outcome, config.detection_samples,
-                                             config.seed)
-    scores = get("detector", detector).obj(outcome.model, lazy.defender(), clean_x,
-                                           triggered_x, options, config.seed)
-    if not isinstance(scores, Scores):
-        raise TypeError(f"detector {detector!r} returned {type(scores).__name__}; a detector "
-                        "returns detectors.scoring.Scores")
-    return _scalars(detection_report(scores))
+def repair_task(spec: dict, attack: str, defense: str, run_path: str) -> dict:
+    """One (attack, defense) cell on the attack reloaded from its workdir."""
+    config, data, lazy = _task_attack(spec, attack, run_path)
+    return repair_cell(lazy, defense, config.method_options("defense", defense), data, config)
 
 
-def _attack_seconds(run: RunDir, attacks: list[str]) -> dict:
-    """Seconds of each attack's own stages (in `attacks/<name>/stages.json`)."""
-    seconds = {}
-    for attack in attacks:
-        path = run.path / "attacks" / attack / "stages.json"
-        if path.exists():
-            stages = read_json(path, dict, "attack stages file").get("_seconds", {})
-            seconds[f"attack_{attack}"] = round(sum(stages.values()), 3)
-    return seconds
+def detect_task(spec: dict, attack: str, detector: str, run_path: str) -> dict:
+    """One (attack, detector) cell on the attack reloaded from its workdir."""
+    config, data, lazy = _task_attack(spec, attack, run_path)
+    return detect_cell(lazy, detector, config.method_options("detector", detector), data,
+                        config)
+
+
+def _round(executor: Executor, run: RunDir, calls: dict, desc: str, failures: list) -> set:
+    """Compute `calls` as tasks; failures join `failures` and the names of the finished
+    stages come back, so the next round goes on without what failed."""
+    try:
+        map_stages(executor, run, calls, desc)
+    except TaskFailed as err:
+        failures.extend(err.failed)
+    return {name for name in calls if run.done(name)}
+
+
+def _run_tasks(config: Table2Experiment, run: RunDir, executor: Executor,
+               defenses: list[str]) -> None:
+    """Every unfinished stage as tasks of `executor`, in rounds: the clean model, one task per
+    attacked model, then one per attack x defense and attack x detector cell."""
+    spec, path = to_dict(config), str(run.path)
+    if run.done("clean") and not (run.path / CLEAN_FILE).exists():  # model gone: train again
+        run.stages.pop("clean")
+        stage_file(run.path, "clean").unlink(missing_ok=True)
+    map_stages(executor, run, {"clean": StageCall(clean_task, (spec, path))}, "clean model")
+    failures: list = []
+    attacked = _round(executor, run, {f"attack/{a}": StageCall(attack_task, (spec, a, path))
+                                      for a in config.attacks}, "attacks", failures)
+    cells = {}
+    for attack in (a for a in config.attacks if f"attack/{a}" in attacked):
+        cells.update({f"cell/{attack}/{d}": StageCall(repair_task, (spec, attack, d, path))
+                      for d in defenses})
+        cells.update({f"detect/{attack}/{d}": StageCall(detect_task, (spec, attack, d, path))
+                      for d in config.detectors})
+    _round(executor, run, cells, "cells", failures)
+    if failures:
+        raise TaskFailed(failures, run.path / "tasks" / TASKS_FILE)
+
+
+def _tables(config: Table2Experiment, run: RunDir, defenses: list[str]) -> tuple[list, list]:
+    """table.csv's and detection.csv's rows, read from the run's stages in config order."""
+    table = [{"attack": a, "defense": d,
+              **{k: run.stages[f"cell/{a}/{d}"][k] for k in ("ca", "asr", "ra")}}
+             for a in config.attacks for d in defenses]
+    detection = [{"attack": a, "detector": d,
+                  "detection_rate": run.stages[f"detect/{a}/{d}"].get("detection_rate"),
+                  "auroc": run.stages[f"detect/{a}/{d}"].get("auroc")}
+                 for a in config.attacks for d in config.detectors]
+    return table, detection
 
 
 @register_experiment("table2", Table2Experiment)
-def run_table2(config: Table2Experiment, run: RunDir) -> dict:
-    """Run every cell of the matrix (resuming finished ones), then render the report."""
+def run_table2(config: Table2Experiment, run: RunDir, executor: Executor | None = None) -> dict:
+    """Run every cell of the matrix (resuming finished ones, whoever computed them): here in
+    order with no executor or the local one, else as tasks of `executor`; then the report."""
     from ..report.table2 import render_table2
 
-    device = resolve_device(config.device)
     defenses = [NO_DEFENSE] + [d for d in config.defenses if d != NO_DEFENSE]
-    data = dataset_from_config(config, device)
+    tasks = executor is not None and not isinstance(executor, LocalExecutor)
+    device = resolve_device(config.device)
+    data = dataset_from_config(config, torch.device("cpu") if tasks else device)
     if not config.target < data.info.num_classes:
         raise ConfigError(
             f"target {config.target} is not a class of {data.info.name} "
             f"(0..{data.info.num_classes - 1})"
         )
-    clean, clean_info = run.model_stage(
-        "clean", lambda: train_clean(config, data, device, "clean"), device
-    )
-    clean.eval()
-    spec = model_spec(config.model, data.info)
-    total = len(config.attacks) * (len(defenses) + len(config.detectors))
-    bar = tqdm(total=total, desc="table2", unit="cell", disable=not config.train.progress)
-    table: list[dict] = []
-    detection: list[dict] = []
-    for attack in config.attacks:
-        plan = config.attack_plan(attack)
-        setup = AttackSetup(
-            data=data, build_model=lambda: build_model(spec).to(device), train=plan.train,
-            target=config.target, poison_ratio=config.poison_ratio, seed=config.seed,
-            device=device, clean_model=lambda: clean, workdir=run.path / "attacks" / attack,
-        )
-        lazy = _LazyAttack(attack, plan, setup, run, config.defender_fraction)
-        for defense in defenses:
-            bar.set_postfix_str(f"{attack} x {defense}")
-            stage = f"cell/{attack}/{defense}"
-            if not run.done(stage):
-                lazy.outcome()  # run (or load) the attack outside the cell's timing
-            options = config.method_options("defense", defense)
-            result = run.stage(stage, partial(_repair_cell, lazy, defense, options, data,
-                                              config.seed))
-            table.append({"attack": attack, "defense": defense,
-                          **{k: result[k] for k in ("ca", "asr", "ra")}})
-            bar.update()
-        for detector in config.detectors:
-            bar.set_postfix_str(f"{attack} x {detector}")
-            stage = f"detect/{attack}/{detector}"
-            if not run.done(stage):
-                lazy.outcome()
-            options = config.method_options("detector", detector)
-            result = run.stage(stage, partial(_detect_cell, lazy, detector, options, data,
-                                              config))
-            detection.append({"attack": attack, "detector": detector,
-                              "detection_rate": result.get("detection_rate"),
-                              "auroc": result.get("auroc")})
-            bar.update()
-    bar.close()
-
+    cells = [f"{prefix}/{a}/{m}" for a in config.attacks for prefix, methods in
+             (("cell", defenses), ("detect", config.detectors)) for m in methods]
+    adopt_stage_files(run, ["clean", *(f"attack/{a}" for a in config.attacks), *cells])
+    if tasks:
+        _run_tasks(config, run, executor, defenses)
+    else:
+        _run_here(config, run, data, device, defenses)
+    table, detection = _tables(config, run, defenses)
     defender_count = len(defender_index(data.train.y, config.defender_fraction, config.seed))
-    seconds = {**run.stage_seconds(), **_attack_seconds(run, config.attacks)}
-    seconds["total"] = round(sum(seconds.values()), 3)
-    attack_warnings = [(run.stages.get(f"attack/{a}") or {}).get("warning")
-                       for a in config.attacks]
+    seconds = {**run.stage_seconds(), **attack_seconds(run, config.attacks)}
+    # attack/<name> is the whole attack task under an executor: counted in attack_<name>
+    seconds["total"] = round(sum(v for k, v in seconds.items() if not k.startswith("attack/")), 3)
+    clean = load_model(run.path / CLEAN_FILE, device)
+    warnings = warnings_of(
+        model_warning("clean model", clean, data.test.to(device), data.info.num_classes),
+        *((run.stages.get(f"attack/{a}") or {}).get("warning") for a in config.attacks))
     metrics = {
-        "warnings": warnings_of(
-            model_warning("clean model", clean, data.test, data.info.num_classes),
-            *attack_warnings),
-        "clean_ca": clean_info["test_accuracy"],
+        "warnings": warnings,
+        "clean_ca": run.stages["clean"]["test_accuracy"],
         "table": table,
         "detection": detection,
         "attacks": {a: run.stages.get(f"attack/{a}") for a in config.attacks},
-        "cells": {k: v for k, v in run.stages.items() if k.startswith(("cell/", "detect/"))},
+        "cells": {name: run.stages[name] for name in cells},
         "defender": {"fraction": config.defender_fraction, "count": defender_count},
         "seconds": seconds,
     }
