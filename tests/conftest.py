@@ -30,3 +30,14 @@ def clean_digits_model(digits):
     train(model, digits.train, TrainConfig(epochs=6, batch_size=64, lr=3e-3, progress=False))
     model.eval()
     return model
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real two-CPU Ray cluster on this machine, shared by the tests of one module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=80 * 1024**2)
+    yield
+    ray.shutdown()

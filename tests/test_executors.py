@@ -40,13 +40,6 @@ for _pickler in (cloudpickle, ray.cloudpickle):
     _pickler.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A real two-CPU Ray cluster on this machine, shared by the tests of this file."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=80 * 1024**2)
-    yield
-    ray.shutdown()
 
 
 def _figures(path: Path) -> list[dict]:

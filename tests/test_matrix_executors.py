@@ -50,12 +50,6 @@ def local_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=80 * 1024**2)
-    yield
-    ray.shutdown()
 
 
 def _figures(value):

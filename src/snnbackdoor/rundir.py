@@ -176,18 +176,21 @@ class RunDir:
 
     def model_stage(self, name: str, build_and_train: Callable[[], tuple[nn.Module, dict]],
                     device="cpu", rebuild: Callable[[], nn.Module] | None = None,
+                    files: tuple[Callable, Callable] | None = None, folder: str = "",
                     ) -> tuple[nn.Module, dict]:
-        """A stage that yields a model: saved as `<name>.safetensors`, reloaded on resume
-        (a model the user built reloads into `rebuild()`, its constructor)."""
-        path = self.path / f"{name}.safetensors"
+        """A stage that yields a model: saved as `<folder>/<name>.safetensors`, reloaded on
+        resume (a model the user built reloads into `rebuild()`, its constructor). `files`
+        = (save, load) for models `save_model` does not write (converted SNNs)."""
+        path = self.path / folder / f"{name}.safetensors"
+        save, load = files or (save_model, lambda p, d: load_model(p, d, build=rebuild))
         if name in self.stages and path.exists():
             self.log(stage=name, status="reused")
-            return load_model(path, device, build=rebuild), self.stages[name]
+            return load(path, device), self.stages[name]
         holder: dict = {}
 
         def compute() -> dict:
             model, info = build_and_train()
-            save_model(model, path)
+            save(model, path)
             holder["model"] = model
             return info
 

@@ -10,8 +10,7 @@ and on the ANN twins.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data.bundle import Split
 from ..training import TrainConfig, model_device, predict
+from ..util import eval_mode
 
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     sj_neuron.BaseNode,
@@ -94,17 +94,6 @@ def rate(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.mean(0) if is_multistep(module) else tensor
 
 
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block, the previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 # --------------------------------------------------------------------------- the probe pass
 
 
@@ -153,7 +142,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[Call]:
         if isinstance(module, _TRACED_TYPES):
             handles.append(module.register_forward_hook(hook_for(name)))
     try:
-        with torch.no_grad(), evaluating(model):
+        with torch.no_grad(), eval_mode(model):
             model(x)
     finally:
         for handle in handles:
@@ -337,7 +326,7 @@ def collect_features(
     device = model_device(model)
     logits, parts = [], {n: [] for n in names}
     starts = range(0, len(x), batch_size)
-    with evaluating(model), FeatureRecorder(model, names, where) as recorder:
+    with eval_mode(model), FeatureRecorder(model, names, where) as recorder:
         for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
             batch = x[start : start + batch_size].to(device)
             if batch.dtype == torch.uint8:

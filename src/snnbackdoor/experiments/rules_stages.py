@@ -39,22 +39,9 @@ from .base import model_spec
 
 
 def converted_stage(run: RunDir, name: str, build, device) -> tuple[ConvertedSNN, dict]:
-    """Like RunDir.model_stage for converted SNNs (files under ``converted/``)."""
-    path = run.path / "converted" / f"{name}.safetensors"
-    if run.done(name) and path.exists():
-        run.log(stage=name, status="reused")
-        return load_converted(path, device), run.stages[name]
-    holder: dict = {}
-
-    def compute() -> dict:
-        model, info = build()
-        save_converted(model, path)
-        holder["model"] = model
-        return info
-
-    run.stages.pop(name, None)
-    info = run.stage(name, compute)
-    return holder["model"], info
+    """RunDir.model_stage for converted SNNs (their own file format, under ``converted/``)."""
+    return run.model_stage(name, build, device, files=(save_converted, load_converted),
+                           folder="converted")
 
 
 def gaussian_noise(x: torch.Tensor, std: float, seed: int) -> torch.Tensor:
