@@ -56,15 +56,15 @@ def _curves(rows, keys, vs, taus, path: Path, selected: dict | None) -> Path:
             chosen = sorted((r for r in rows if r.get(line_key) == value),
                             key=lambda r: r[x_key])
             label = f"{'tau^a' if along_v else 'V_thr^a'} {value:g}" if value else None
-            ax.plot([r[x_key] for r in chosen], [r[key] for r in chosen], "o-", markersize=3,
-                    label=label)
+            ax.plot([r[x_key] for r in chosen], [100 * r[key] for r in chosen], "o-",
+                    markersize=3, label=label)
         if selected is not None and selected.get(key) is not None:
-            ax.plot([selected[x_key]], [selected[key]], marker="*", markersize=14,
+            ax.plot([selected[x_key]], [100 * selected[key]], marker="*", markersize=14,
                     color="black", linestyle="none", label="selected S_a")
             ax.axvline(selected[x_key], color="gray", linestyle=":", linewidth=1)
         ax.set_xlabel("V_thr^a" if along_v else "tau^a")
-        ax.set_ylabel(_title(key))
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(f"{_title(key)} (%, test split)")
+        ax.set_ylim(-2, 102)
         ax.set_title(_title(key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

@@ -42,10 +42,10 @@ def plot_sweep(result: dict, path: str | Path, nominal: dict | None = None,
     for ax, key in zip(axes[0], keys):
         rows = result[key]
         values = [r["value"] for r in rows]
-        ax.plot(values, [r["accuracy"] for r in rows], "o-", color="tab:blue")
+        ax.plot(values, [100 * r["accuracy"] for r in rows], "o-", color="tab:blue")
         ax.set_xlabel(LABELS[key])
-        ax.set_ylabel("accuracy", color="tab:blue")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy (%)", color="tab:blue")
+        ax.set_ylim(0, 102)
         twin = ax.twinx()
         twin.plot(values, [r["spikes_per_sample"] for r in rows], "s--", color="tab:red")
         twin.set_ylabel("spikes / sample", color="tab:red")
