@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # one test file per core, one torch thread each
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_digits.py
