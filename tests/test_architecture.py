@@ -21,21 +21,13 @@ def modules() -> dict[str, tuple[Path, list[str]]]:
     return found
 
 
-def runtime_nodes(tree: ast.Module):
-    """Every node of a module except those under `if TYPE_CHECKING:` (never executed)."""
-    skip = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-            and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
-            for stmt in block.body for n in ast.walk(stmt)}
-    return (n for n in ast.walk(tree) if id(n) not in skip)
-
-
 def imports() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports anywhere in its body at run time (type-only
-    imports under `if TYPE_CHECKING:` are annotations, not imports)."""
+    """Module -> the package's modules it imports anywhere in its body (type-only imports
+    under `if TYPE_CHECKING:` included: they are dependencies too)."""
     mods = modules()
     edges: dict[str, set[str]] = {name: set() for name in mods}
     for name, (path, package) in mods.items():
-        for node in runtime_nodes(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 base = package[: len(package) - node.level + 1] if node.level else []
                 target = ".".join(base + ([node.module] if node.module else []))

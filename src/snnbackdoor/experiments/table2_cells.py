@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -21,11 +21,7 @@ from ..models.registry import build_model
 from ..registry import get
 from ..rundir import RunDir
 from .base import model_spec, model_warning
-
-if TYPE_CHECKING:
-    from .table2 import AttackPlan, Table2Experiment
-
-NO_DEFENSE = "none"
+from .table2_config import NO_DEFENSE, AttackPlan, Table2Experiment
 
 
 def defender_index(
