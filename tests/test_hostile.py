@@ -317,3 +317,19 @@ def test_a_library_bug_keeps_its_traceback():
         yaml.safe_load("[1,")
     except yaml.YAMLError as err:
         assert "not valid YAML" in user_message(err) and "\n" not in user_message(err)
+
+
+def test_cuda_parses_without_a_gpu_and_fails_only_where_it_would_train(tmp_path):
+    """A Slurm login node without a GPU parses `device: cuda`; running it here still stops
+    before the run folder is made."""
+    import torch
+
+    from snnbackdoor.experiments.base import parse_config, run_experiment
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = parse_config({"kind": "train", "name": "x", "device": "cuda",
+                           "dataset": {"name": "digits"}})
+    assert config.device == "cuda"
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        run_experiment(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -21,8 +21,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' of a GPU present."""
+def resolve_device(name: str = "auto", require_present: bool = True) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' of a GPU present.
+
+    `require_present=False` (config parsing) accepts `cuda` on a machine without a GPU, such
+    as a Slurm login node that submits to GPU nodes; a GPU index that does not exist on a
+    machine with GPUs still fails."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
@@ -35,6 +39,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
+            if not require_present:
+                return device
             raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; "
                              "use auto or cpu")
         count = torch.cuda.device_count()

@@ -111,7 +111,8 @@ class ExperimentConfig:
         check_run_name(self.name, "name")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed}")
-        resolve_device(self.device)  # cuda:9 on a one-GPU machine fails here, not mid-run
+        # cuda:9 on a one-GPU machine fails here, not mid-run; `cuda` parses on a login node
+        resolve_device(self.device, require_present=False)
         if self.train.epochs < 1:
             raise ValueError("train.epochs must be >= 1 for a run (it trains a model)")
         classes = get_entry(self.dataset.name).num_classes
@@ -251,6 +252,8 @@ def run_experiment(config, out: str | Path | None = None, executor=None) -> RunR
     if isinstance(config, dict):
         config = parse_config(config)
     runner = get("experiment", config.kind).obj
+    if executor is None or executor.name == "local":  # this process trains: its GPU must exist
+        resolve_device(config.device)
     run = RunDir(run_folder(config, out))
     run.write_config(to_dict(config), getattr(config, "extendable", ()))
     if "executor" in inspect.signature(runner).parameters:
