@@ -333,3 +333,16 @@ def test_cuda_parses_without_a_gpu_and_fails_only_where_it_would_train(tmp_path)
     with pytest.raises(ValueError, match="no CUDA GPU"):
         run_experiment(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("key", "says"), [
+    ("hybrid.epochs=-1", "hybrid.epochs"),
+    ("elimination.epochs=-3", "elimination.epochs"),
+    ("elimination.lr_candidates=[0.0]", "elimination.lr"),
+    ("conversion.chunk=0", "conversion.chunk"),
+])
+def test_rules_sections_refuse_bad_counts(key, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(invoke(["run", CONFIGS / "rules_digits.yaml", "--set", key]))
+    assert says in line
+    assert not any(tmp_path.iterdir())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from ..config import check_range
 from ..models.kit import NEURONS, SURROGATES
 from ..report.rules import render_rules
 from ..rules.attack import EVENT_TRIGGERS, IMAGE_TRIGGERS, make_trigger, poison_training
@@ -104,8 +105,11 @@ class ConversionSection:
             raise ValueError("conversion.calibration must be 'clean' or 'poisoned'")
         if self.event_input not in EVENT_INPUTS:
             raise ValueError(f"conversion.event_input must be one of {EVENT_INPUTS}")
-        if self.probe_T < 1 or self.chunk < 1:
-            raise ValueError("conversion.probe_T and conversion.chunk must be >= 1")
+        check_range("conversion.probe_T", self.probe_T, 1, 4096, integer=True)
+        check_range("conversion.chunk", self.chunk, 1, 4096, integer=True)
+        check_range("conversion.calibration_batch_size", self.calibration_batch_size, 1,
+                    1_000_000, integer=True)
+        check_range("conversion.batch_size", self.batch_size, 1, 1_000_000, integer=True)
 
 
 @dataclass
@@ -121,8 +125,10 @@ class HybridSection:
     detach_reset: bool = True
 
     def __post_init__(self) -> None:
-        if self.T < 1 or self.epochs < 0:
-            raise ValueError("hybrid.T must be >= 1 and hybrid.epochs >= 0")
+        check_range("hybrid.T", self.T, 1, 4096, integer=True)
+        check_range("hybrid.epochs", self.epochs, 0, 10_000, integer=True)
+        check_range("hybrid.lr", self.lr, 0, 10, low_open=True)
+        check_range("hybrid.batch_size", self.batch_size, 1, 1_000_000, integer=True)
         if self.surrogate not in SURROGATES:
             raise ValueError(f"hybrid.surrogate must be one of {sorted(SURROGATES)}")
 
@@ -183,6 +189,10 @@ class EliminationSection:
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ValueError("elimination.fraction must be in (0, 1]")
+        check_range("elimination.epochs", self.epochs, 0, 10_000, integer=True)
+        check_range("elimination.batch_size", self.batch_size, 1, 1_000_000, integer=True)
+        for lr in (self.lr, *self.lr_candidates):
+            check_range("elimination.lr", lr, 0, 10, low_open=True)
 
     def options(self, progress: bool, lr: float) -> dict:
         return {"epochs": self.epochs, "lr": lr, "momentum": self.momentum,
