@@ -114,7 +114,8 @@ def test_fine_prune_on_resnet19_keeps_the_pruned_channels_silent_after_fine_tuni
 
 
 def test_fine_pruning_chooses_inside_the_subset(clean_digits_model, clean_subset):
-    result = fine_prune(clean_digits_model, clean_subset, None, {"epochs": 1, "step": 16, **QUIET}, 0)
+    result = fine_prune(clean_digits_model, clean_subset, None,
+                        {"epochs": 1, "step": 16, **QUIET}, 0)
     budget = result.info["budget"]
     assert budget["activity"] + budget["choose_count"] == len(clean_subset)
     assert budget["fine_tune"] == len(clean_subset)

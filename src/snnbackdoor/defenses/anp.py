@@ -147,7 +147,9 @@ def optimise_masks(
     trace: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ANP's mask optimisation on a working copy; return the final mask per BN name.
-    `trace`, when given, receives `iterations` (run) and `converged` (stopped early)."""
+    `trace`, when given, receives `iterations` (run), `converged` (stopped early) and
+    `history`: every `stop_window` iterations, the masks' mean, how many are below the
+    threshold and the largest and mean move since the last record."""
     work = repair_copy(model)
     for p in work.parameters():
         p.requires_grad_(False)
@@ -162,7 +164,7 @@ def optimise_masks(
     bar = tqdm(
         total=opts.iterations, desc="anp masks", unit="it", disable=not opts.progress, leave=False
     )
-    done, converged = 0, False
+    done, converged, history = 0, False, []
     anchor = torch.cat([m.detach().flatten() for m in masks.mask_parameters()]).clone()
     while done < opts.iterations and not converged:
         for x, y in data.batches(opts.batch_size, shuffle=True, generator=generator):
@@ -185,17 +187,22 @@ def optimise_masks(
             masks.clip(opts.eps)
             done += 1
             bar.update(1)
-            if opts.stop_tolerance is not None and done % opts.stop_window == 0:
+            if done % opts.stop_window == 0:
                 now = torch.cat([m.detach().flatten() for m in masks.mask_parameters()])
-                converged = float((now - anchor).abs().max()) < opts.stop_tolerance
+                move = (now - anchor).abs()
+                history.append({"iteration": done, "mean": round(float(now.mean()), 4),
+                                "below_threshold": int((now < opts.threshold).sum()),
+                                "max_move": round(float(move.max()), 4),
+                                "mean_move": round(float(move.mean()), 5)})
                 anchor = now.clone()
-                if converged:
+                if opts.stop_tolerance is not None and float(move.max()) < opts.stop_tolerance:
+                    converged = True
                     break
         if per_epoch == 0:
             break
     bar.close()
     if trace is not None:
-        trace.update(iterations=done, converged=converged)
+        trace.update(iterations=done, converged=converged, history=history)
     return masks.values()
 
 
