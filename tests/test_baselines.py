@@ -14,7 +14,12 @@ from snnbackdoor import registry
 from snnbackdoor.attacks.badnet import BadNetOptions, badnet
 from snnbackdoor.attacks.base import AttackSetup, measure
 from snnbackdoor.attacks.blend import BlendOptions
-from snnbackdoor.attacks.clean_label import CleanLabelOptions, clean_label_poisoning, pgd_attack
+from snnbackdoor.attacks.clean_label import (
+    CleanLabelOptions,
+    adversarial_loss,
+    clean_label_poisoning,
+    pgd_attack,
+)
 from snnbackdoor.attacks.dirty_label import dirty_label_poisoning
 from snnbackdoor.attacks.poisoning import choose_poison_index
 from snnbackdoor.attacks.wanet import WaNetOptions, wanet_batch_loss, wanet_cross_loss
@@ -91,7 +96,14 @@ def test_clean_label_poisons_target_samples_within_eps_and_keeps_labels(digits,
             corners[..., rows, cols] = True
     inside = (x - clean)[~corners]
     assert 0 < float(inside.abs().max()) <= 8 / 255 + 1e-6  # the PGD step, within eps
-    assert poisoning.info["clean_model_val_accuracy"] == evaluate(clean_digits_model, digits.val)
+    assert poisoning.info["surrogate_val_accuracy"] == evaluate(clean_digits_model, digits.val)
+    # how hard PGD made them for the surrogate, measured on the perturbed, unstamped samples
+    hard = pgd_attack(clean_digits_model, clean, torch.zeros(len(index), dtype=torch.long),
+                      8 / 255, 1.5 / 255, 5)
+    expected = float((clean_digits_model(hard).argmax(1) == 0).float().mean())
+    assert poisoning.info["surrogate_accuracy_on_poison"] == pytest.approx(expected)
+    assert poisoning.info["surrogate_accuracy_on_clean_poison"] == 1.0
+    assert poisoning.info["surrogate_accuracy_on_poison"] < 1.0
 
 
 def test_clean_label_uses_the_setups_clean_model_as_surrogate(digits, clean_digits_model):
@@ -102,10 +114,33 @@ def test_clean_label_uses_the_setups_clean_model_as_surrogate(digits, clean_digi
         return clean_digits_model
 
     setup = setup_for(digits, clean_model=surrogate)
-    outcome = run_attack("clean_label", setup, steps=1)
+    outcome = run_attack("clean_label", setup, steps=1, surrogate="clean")
     assert calls == [1]  # asked once, while poisoning
-    assert outcome.info["clean_model_val_accuracy"] == evaluate(clean_digits_model, digits.val)
-    assert outcome.info["options"]["steps"] == 1
+    assert outcome.info["surrogate_val_accuracy"] == evaluate(clean_digits_model, digits.val)
+    assert outcome.info["options"]["steps"] == 1 and outcome.info["surrogate"] == "clean"
+
+
+def test_clean_label_crafts_on_an_adversarially_trained_surrogate_by_default(
+        digits, clean_digits_model, tmp_path):
+    setup = setup_for(digits, train=TrainConfig(epochs=1, progress=False),
+                      clean_model=lambda: pytest.fail("the clean model is not the surrogate"),
+                      workdir=tmp_path)
+    outcome = run_attack("clean_label", setup, steps=2, adv_steps=1)
+    assert outcome.info["surrogate"] == "adversarial"
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert {"surrogate", "model"} <= set(stages)  # its own resumable stage
+    assert (tmp_path / "surrogate.safetensors").exists()
+    # PGD training's loss is the loss at PGD examples: above the clean loss of the same batch
+    x, y = digits.val.floats()[:32], digits.val.y[:32]
+    loss = adversarial_loss(CleanLabelOptions(adv_eps=8 / 255, adv_steps=3), 0)
+    with torch.no_grad():
+        clean_loss = F.cross_entropy(clean_digits_model(x), y)
+    assert float(loss(clean_digits_model, x, y, None)) > float(clean_loss) + 0.05
+
+
+def test_clean_label_options_fail_early():
+    with pytest.raises(ValueError, match="surrogate"):
+        CleanLabelOptions(surrogate="robust")
 
 
 def test_pgd_raises_the_clean_models_loss_within_eps(digits, clean_digits_model):

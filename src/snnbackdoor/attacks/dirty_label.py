@@ -29,6 +29,9 @@ class Poisoning:
     poisoned: PoisonedSplit
     loss_fn: LossFn = cross_entropy_loss
     info: dict = field(default_factory=dict)
+    # the loss applies the dataset's augmentation itself (after its own triggering, as
+    # WaNet's loop does), so the trainer must not augment before it
+    owns_augmentation: bool = False
 
 
 def check_image_data(setup: AttackSetup, attack: str) -> None:
@@ -45,15 +48,16 @@ def options_record(options) -> dict:
 
 
 def train_recipe(setup: AttackSetup, split, loss_fn: LossFn = cross_entropy_loss,
-                 description: str = "train") -> tuple[nn.Module, TrainResult]:
+                 description: str = "train",
+                 augment: bool = True) -> tuple[nn.Module, TrainResult]:
     """A fresh model trained on `split` with `setup.train`, seeded by `setup.seed` (initial
-    weights too) and with the dataset's augmentation when `train.augment` is set; the model
-    comes back in eval mode."""
+    weights too) and with the dataset's augmentation when `train.augment` is set (and
+    `augment`: False when `loss_fn` augments itself); the model comes back in eval mode."""
     recipe = dataclasses.replace(setup.train, seed=int(setup.seed))
     seed_everything(int(setup.seed))  # the initial weights too: torch's own seed is random
     model = setup.build_model()
     result = train(model, split, recipe, setup.data.val, loss_fn=loss_fn,
-                   augment=dataset_augmentation(setup.data.info, recipe.augment),
+                   augment=dataset_augmentation(setup.data.info, recipe.augment and augment),
                    description=description)
     model.eval()
     return model, result
@@ -75,7 +79,8 @@ def train_poisoned(name: str, setup: AttackSetup, trigger: Trigger,
     def build() -> tuple[nn.Module, dict]:
         plan = poisoning()
         index = plan.poisoned.poisoned_index
-        model, result = train_recipe(setup, plan.poisoned.split, plan.loss_fn, name)
+        model, result = train_recipe(setup, plan.poisoned.split, plan.loss_fn, name,
+                                     augment=not plan.owns_augmentation)
         val = measure(model, setup.data.val, trigger, setup.target)
         info = {
             "attack": name,

@@ -7,7 +7,8 @@ warps and relabels a fresh `poison_ratio` share of its non-target samples, so th
 split stays clean and no sample index is poisoned. `poison_mode: fixed` poisons
 `poison_ratio` of the split once, like BadNet, and adds the cross samples per batch; a small
 network can then memorise the few poisoned images instead of learning the warp (on the
-digits it reaches far lower ASR).
+digits it reaches far lower ASR). As in WaNet's loop, the dataset's augmentation (when the
+recipe turns it on) runs on the assembled batch *after* the warp and the cross samples.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.augment import dataset_augmentation
 from ..data.bundle import DatasetInfo
 from ..registry import register
-from ..training import LossFn
+from ..training import LossFn, Transform
 from ..triggers.image import WaNetTrigger
 from .base import AttackOutcome, AttackSetup
 from .dirty_label import Poisoning, check_image_data, options_record, train_poisoned
@@ -73,14 +75,16 @@ def _with_cross_samples(x: torch.Tensor, candidates: torch.Tensor, count: int,
 
 
 def wanet_cross_loss(trigger: WaNetTrigger, poisoned_index: torch.Tensor, split_size: int,
-                     cross_ratio: float = 2.0, seed: int = 0) -> LossFn:
+                     cross_ratio: float = 2.0, seed: int = 0,
+                     augment: Transform | None = None) -> LossFn:
     """Trainer `loss_fn` for a split poisoned beforehand (`poison_mode: fixed`): adds
     WaNet's noise-mode cross samples to every batch.
 
     In a batch holding `p` poisoned samples, `int(cross_ratio * p)` of its clean samples
     (drawn at random) are replaced by their noise-warped versions (the trigger grid plus
     `U(-1, 1) / H` offsets, fresh each batch) and keep their **true** labels; the rest of the
-    batch is used as is. Cross-entropy over the batch.
+    batch is used as is; `augment`, if any, then runs on the whole batch. Cross-entropy
+    over the batch.
     """
     poisoned_mask = torch.zeros(split_size, dtype=torch.bool)
     poisoned_mask[poisoned_index.cpu()] = True
@@ -91,18 +95,20 @@ def wanet_cross_loss(trigger: WaNetTrigger, poisoned_index: torch.Tensor, split_
         count = int(cross_ratio * int(is_poisoned.sum()))
         x = _with_cross_samples(x, torch.nonzero(~is_poisoned).flatten(), count, trigger,
                                 generator)
-        return F.cross_entropy(model(x), y)
+        return F.cross_entropy(model(augment(x) if augment is not None else x), y)
 
     return loss
 
 
 def wanet_batch_loss(trigger: WaNetTrigger, target: int, poison_ratio: float,
-                     cross_ratio: float = 2.0, seed: int = 0) -> LossFn:
+                     cross_ratio: float = 2.0, seed: int = 0,
+                     augment: Transform | None = None) -> LossFn:
     """Trainer `loss_fn` of WaNet's own training loop (`poison_mode: per_batch`, Nguyen &
     Tran 2021, Alg. 1; also the common DNN benchmark's): in every batch of `n`, a fresh
     `poison_ratio * n` samples (stochastically rounded, non-target only) are warped and
     relabelled to `target`, and `int(cross_ratio * that)` others are noise-warped and keep
-    their true labels. The stored training split stays clean.
+    their true labels; `augment`, if any, then runs on the whole batch (augment after
+    warp). The stored training split stays clean.
     """
     generator = torch.Generator().manual_seed(int(seed) + 7919)
 
@@ -121,7 +127,7 @@ def wanet_batch_loss(trigger: WaNetTrigger, target: int, poison_ratio: float,
             y[device_index] = int(target)
         x = _with_cross_samples(x, torch.nonzero(~is_poisoned).flatten(),
                                 int(cross_ratio * len(chosen)), trigger, generator)
-        return F.cross_entropy(model(x), y)
+        return F.cross_entropy(model(augment(x) if augment is not None else x), y)
 
     return loss
 
@@ -130,17 +136,18 @@ def wanet_poisoning(setup: AttackSetup, options: WaNetOptions,
                     trigger: WaNetTrigger) -> Poisoning:
     """The split WaNet trains on and its loss (see the module docstring for the two modes)."""
     info = {"poison_mode": options.poison_mode}
+    augment = dataset_augmentation(setup.data.info, setup.train.augment)
     if options.poison_mode == "fixed":
         poisoned = poison_split(setup.data.train, trigger, setup.target, setup.poison_ratio,
                                 setup.seed)
         loss_fn = wanet_cross_loss(trigger, poisoned.poisoned_index, len(setup.data.train),
-                                   options.cross_ratio, setup.seed)
-        return Poisoning(poisoned, loss_fn, info)
+                                   options.cross_ratio, setup.seed, augment)
+        return Poisoning(poisoned, loss_fn, info, owns_augmentation=True)
     poisoned = PoisonedSplit(setup.data.train, torch.zeros(0, dtype=torch.long))
     loss_fn = wanet_batch_loss(trigger, setup.target, setup.poison_ratio, options.cross_ratio,
-                               setup.seed)
+                               setup.seed, augment)
     info["poisoned_per_epoch"] = round(setup.poison_ratio * len(setup.data.train))
-    return Poisoning(poisoned, loss_fn, info)
+    return Poisoning(poisoned, loss_fn, info, owns_augmentation=True)
 
 
 @register("attack", "wanet", options=WaNetOptions)

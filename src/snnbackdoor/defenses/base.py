@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..data.bundle import Split
@@ -67,6 +68,28 @@ def run_repair(name: str, model: nn.Module, val_split: Split | None,
     if val_split is not None:
         info["val_accuracy"] = evaluate(repaired, val_split)
     return Repaired(repaired, info)
+
+
+def holdout_split(subset: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(fit, hold-out): the defender's clean subset split by seed, `fraction` of every class
+    (at least one sample, never a whole class) held out, so a defense that chooses a
+    setting chooses it inside its own budget, never on data it was not given."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    y = subset.y.cpu()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed) + 7))
+    held = []
+    for label in y.unique():
+        members = order[y[order] == label]
+        count = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        held.append(members[:count])
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    mask[torch.cat(held)] = True
+    if mask.all() or not mask.any():
+        raise ValueError(f"the clean subset ({len(y)} samples) is too small to hold out "
+                         "part of it; give the defense's setting explicitly")
+    return (subset.subset(torch.nonzero(~mask).flatten()),
+            subset.subset(torch.nonzero(mask).flatten()))
 
 
 @dataclass(frozen=True)

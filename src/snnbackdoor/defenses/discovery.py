@@ -10,6 +10,7 @@ and on the ANN twins.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import base as sj_base
 from spikingjelly.activation_based import neuron as sj_neuron
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from ..data.bundle import Split
@@ -109,11 +111,32 @@ class Call:
     feature_shape: tuple[int, ...]  # the output's per-sample shape after the time mean, [N, ...]
 
 
-def trace(model: nn.Module, x: torch.Tensor) -> list[Call]:
+class _SumRecorder(TorchFunctionMode):
+    """Records every out-of-place tensor sum of a forward pass: output id -> operand ids
+    (how a residual block joins its branch and its shortcut)."""
+
+    ADDS = (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__)
+
+    def __init__(self, sums: dict[int, list[int]], keep_alive: list) -> None:
+        super().__init__()
+        self.sums, self.keep_alive = sums, keep_alive
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.ADDS and isinstance(out, torch.Tensor):
+            operands = [a for a in args if isinstance(a, torch.Tensor)]
+            self.keep_alive.extend([out, *operands])
+            self.sums[id(out)] = [id(a) for a in operands]
+        return out
+
+
+def trace(model: nn.Module, x: torch.Tensor,
+          sums: dict[int, list[int]] | None = None) -> list[Call]:
     """Convs, BNs, linears and activations in the order they run on `x` (first call each).
 
     The input and output tensors' identities are kept, so data flow (which module feeds
-    which) can be checked exactly rather than guessed from the order of definition.
+    which) can be checked exactly rather than guessed from the order of definition. With
+    `sums` (a dict), every tensor sum of the pass is recorded there too (`_SumRecorder`).
     """
     calls: dict[str, Call] = {}
     keep_alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
@@ -141,13 +164,42 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[Call]:
     for name, module in model.named_modules():
         if isinstance(module, _TRACED_TYPES):
             handles.append(module.register_forward_hook(hook_for(name)))
+    recorder = _SumRecorder(sums, keep_alive) if sums is not None else contextlib.nullcontext()
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), eval_mode(model), recorder:
             model(x)
     finally:
         for handle in handles:
             handle.remove()
     return sorted(calls.values(), key=lambda call: call.index)
+
+
+def channel_sources(model: nn.Module, x: torch.Tensor, act_name: str) -> list[str]:
+    """The convs / BNs whose output channel c must be zero for channel c of activation
+    `act_name` to receive nothing: the BN (or conv) feeding it, and through a residual sum
+    every operand, an operand that is another activation's output followed back the same
+    way (an identity shortcut carries the previous block's channel c)."""
+    sums: dict[int, list[int]] = {}
+    calls = trace(model, x, sums)
+    by_output = {c.output_id: c for c in calls if c.output_id is not None}
+    by_name = {c.name: c for c in calls}
+    if act_name not in by_name:
+        raise ValueError(f"activation {act_name!r} did not run in the probe pass")
+
+    def sources(tensor_id: int | None, depth: int = 0) -> list[str]:
+        if depth > len(calls) or tensor_id is None:
+            raise ValueError(f"cannot follow the input of {act_name!r} back to a conv or BN")
+        call = by_output.get(tensor_id)
+        if call is not None and isinstance(call.module, (nn.Conv2d, nn.BatchNorm2d)):
+            return [call.name]
+        if call is not None and isinstance(call.module, ACTIVATION_TYPES):
+            return sources(call.input_id, depth + 1)
+        if tensor_id in sums:
+            return [n for operand in sums[tensor_id] for n in sources(operand, depth + 1)]
+        raise ValueError(f"cannot follow the input of {act_name!r} back to a conv or BN "
+                         "(neither a module's output nor a sum)")
+
+    return list(dict.fromkeys(sources(by_name[act_name].input_id)))
 
 
 @dataclass(frozen=True)
@@ -179,9 +231,27 @@ def conv_bn_pairs(model: nn.Module, x: torch.Tensor) -> list[ConvBN]:
     return pairs
 
 
-def conv_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Conv2d]]:
-    """All Conv2d layers in the order they run."""
-    return [(c.name, c.module) for c in trace(model, x) if isinstance(c.module, nn.Conv2d)]
+def conv_layers(model: nn.Module, x: torch.Tensor,
+                skip_shortcuts: bool = False) -> list[tuple[str, nn.Conv2d]]:
+    """All Conv2d layers in the order they run; with `skip_shortcuts`, without the
+    projection shortcuts (`shortcut_convs`)."""
+    calls = trace(model, x)
+    skip = set(_shortcut_names(calls)) if skip_shortcuts else set()
+    return [(c.name, c.module) for c in calls
+            if isinstance(c.module, nn.Conv2d) and c.name not in skip]
+
+
+def _shortcut_names(calls: list[Call]) -> list[str]:
+    convs = [c for c in calls if isinstance(c.module, nn.Conv2d) and c.input_id is not None]
+    return [c.name for c in convs
+            if tuple(c.module.kernel_size) == (1, 1)
+            and any(o is not c and o.input_id == c.input_id for o in convs)]
+
+
+def shortcut_convs(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of the projection shortcuts of residual blocks: 1x1 convs that read the very
+    tensor another conv reads (the block's input, checked in a probe pass)."""
+    return _shortcut_names(trace(model, x))
 
 
 @dataclass(frozen=True)

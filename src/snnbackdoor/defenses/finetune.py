@@ -55,4 +55,5 @@ def fine_tune(job: RepairJob) -> dict:
     repaired, clean_subset, opts = job.copy, job.clean_subset, job.options
     seed = job.seed
     seconds = fine_tune_in_place(repaired, clean_subset, opts, seed, "fine-tune")
-    return {"epochs": opts.epochs, "seconds": seconds}
+    return {"budget": {"fine_tune": len(clean_subset)}, "epochs": opts.epochs,
+            "steps": opts.epochs * -(-len(clean_subset) // opts.batch_size), "seconds": seconds}

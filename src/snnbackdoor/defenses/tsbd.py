@@ -2,15 +2,18 @@
 
 Stage 1: clean unlearning by gradient *ascent* on the clean subset (SGD lr 1e-4, momentum
 0.9) until clean accuracy is <= 10%. Each conv output channel ("neuron") scores the L1 norm
-of its weight change; the top n fraction of channels (ranked over all conv layers, as the
-reference code does) are selected and, within them, the top m = 0.7 fraction of weights by
-change are set to zero in the *original* model. Stage 2: activeness-aware fine-tuning on the
-clean subset: per batch `g1 = grad L(theta)`, `theta' = theta + r * g1 / ||g1||` (per tensor),
-`g2 = grad L(theta')`, step along `(1 - a) g1 + a g2`; r = 0.05, a = 0.7, lr 0.01, 20 epochs.
+of its weight change; the top n fraction of channels (ranked over all conv layers except the
+residual blocks' projection shortcuts, as the reference code does) are selected and, within
+them, the top m = 0.7 fraction of weights by change are set to zero in the *original* model.
+Stage 2: activeness-aware fine-tuning on the clean subset: per batch `g1 = grad L(theta)`,
+`theta' = theta + r * g1 / ||g1||` (per tensor), `g2 = grad L(theta')` (BN running statistics
+frozen at the perturbed weights), step along `(1 - a) g1 + a g2`; r = 0.05, a = 0.7, lr 0.01,
+20 epochs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data.bundle import Split
 from ..training import evaluate, make_optimizer, seed_everything
-from .base import RepairJob, repair, repair_copy
+from .base import RepairJob, holdout_split, repair, repair_copy
 from .discovery import conv_layers, exact_accuracy, on_device, probe_input, sgd_config
 
 N_GRID = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 0.9)  # the reference's sweep
@@ -37,9 +40,10 @@ class TSBDOptions:
     accuracy_bound: float = 0.10
     max_unlearn_steps: int = 5000
     batch_size: int = 64
-    n: float | None = None  # fraction of conv channels to re-initialise; None: choose on val
+    n: float | None = None  # fraction of conv channels to re-initialise; None: chosen
     n_grid: tuple[float, ...] = N_GRID
-    max_val_drop: float = 0.10  # n keeps zeroed-model val accuracy >= original - this
+    max_val_drop: float = 0.10  # n keeps zeroed-model hold-out accuracy >= original - this
+    holdout: float = 0.3  # of the clean subset, held out to choose n (unlearning: the rest)
     m: float = 0.7
     r: float = 0.05
     a: float = 0.7
@@ -56,6 +60,8 @@ class TSBDOptions:
             raise ValueError(f"tsbd n must be in [0, 1], got {self.n}")
         if not 0.0 <= self.a <= 1.0 or self.r < 0:
             raise ValueError("tsbd a must be in [0, 1] and r >= 0")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"tsbd holdout must be in (0, 1), got {self.holdout}")
 
 
 # --------------------------------------------------------------------------- stage 1
@@ -164,6 +170,21 @@ def zero_reinit(
 # --------------------------------------------------------------------------- stage 2
 
 
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module):
+    """Batch norms still normalise with batch statistics but leave their running
+    statistics alone (momentum 0), as SAM-style second passes do."""
+    saved = [(m, m.momentum) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for module, _ in saved:
+        module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, momentum in saved:
+            module.momentum = momentum
+
+
 def activeness_aware_fine_tune(
     model: nn.Module, clean_subset: Split, opts: TSBDOptions, seed: int
 ) -> None:
@@ -203,7 +224,9 @@ def activeness_aware_fine_tune(
                     shift = opts.r * g / norm
                     p.add_(shift)
                     shifts.append(shift)
-            g2 = torch.autograd.grad(F.cross_entropy(model(x), y), params, allow_unused=True)
+            with frozen_bn_statistics(model):  # no running-stat update at theta'
+                g2 = torch.autograd.grad(F.cross_entropy(model(x), y), params,
+                                         allow_unused=True)
             with torch.no_grad():
                 for p, shift in zip(params, shifts):
                     if shift is not None:
@@ -228,17 +251,17 @@ def choose_n(
     changes: dict[str, torch.Tensor],
     ranking: list[tuple[float, str, int]],
     opts: TSBDOptions,
-    val_split: Split,
+    holdout: Split,
 ) -> tuple[float, list[dict]]:
-    """The largest n of the grid whose zeroed model (before stage 2) keeps clean validation
+    """The largest n of the grid whose zeroed model (before stage 2) keeps clean hold-out
     accuracy >= the original's minus `max_val_drop`; the smallest grid value if none does."""
-    base = evaluate(model, val_split)
+    base = evaluate(model, holdout)
     sweep, chosen = [], None
     for n in sorted(opts.n_grid):
         candidate = repair_copy(model)
         zeroed = zero_reinit(candidate, changes, ranking, n, opts.m)
-        accuracy = evaluate(candidate, val_split)
-        sweep.append({"n": n, "zeroed_weights": zeroed, "val_accuracy": accuracy})
+        accuracy = evaluate(candidate, holdout)
+        sweep.append({"n": n, "zeroed_weights": zeroed, "holdout_accuracy": accuracy})
         if accuracy >= base - opts.max_val_drop:
             chosen = n
     return (chosen if chosen is not None else min(opts.n_grid)), sweep
@@ -248,33 +271,41 @@ def choose_n(
 def tsbd_repair(job: RepairJob) -> dict:
     """TSBD: zero the weights clean unlearning moves most, then activeness-aware fine-tuning.
 
-    Works on a copy of the model.
-    n (the fraction of conv channels re-initialised) is chosen on clean validation data:
-    the largest value of the reference's grid whose zeroed model, before stage 2, keeps
-    `val_split` accuracy within `max_val_drop` (0.10) of the original's. Without a
-    `val_split`, or with `n` given, no selection happens. The test split and ASR are never
-    looked at. `info` holds the unlearning curve, the n sweep and the choice.
+    Works on a copy of the model, with the defender's clean subset only.
+    n (the fraction of conv channels re-initialised) is chosen inside the subset: `holdout`
+    (0.3) of it is held out, unlearning runs on the rest, and n is the largest value of the
+    reference's grid whose zeroed model, before stage 2, keeps hold-out accuracy within
+    `max_val_drop` (0.10) of the original's. With `n` given, the whole subset unlearns and
+    nothing is chosen. Stage 2 fine-tunes on the whole subset. `val_split` is only measured;
+    the test split and ASR are never looked at. `info` holds the unlearning curve, the n
+    sweep, the choice and `budget` (samples per use).
     """
     repaired, model, clean_subset = job.copy, job.model, job.clean_subset
-    val_split, opts, seed = job.val_split, job.options, job.seed
-    convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model))]
+    opts, seed = job.options, job.seed
+    convs = [name for name, _ in conv_layers(model, probe_input(clean_subset, model),
+                                             skip_shortcuts=True)]
     if not convs:
         raise ValueError("TSBD needs Conv2d layers (its neurons are conv output channels)")
+    fit, held = (clean_subset, None) if opts.n is not None else holdout_split(
+        clean_subset, opts.holdout, seed)
     unlearned = repair_copy(model)
-    unlearning = clean_unlearning(unlearned, clean_subset, opts, seed)
+    unlearning = clean_unlearning(unlearned, fit, opts, seed)
     changes = weight_changes(model, unlearned, convs)
     ranking = neuron_scores(changes)
     del unlearned
     sweep: list[dict] = []
-    if opts.n is not None:
+    if held is None:
         n = opts.n
-    elif val_split is not None:
-        n, sweep = choose_n(model, changes, ranking, opts, val_split)
     else:
-        n = 0.05  # the reference configuration's default ratio
+        n, sweep = choose_n(model, changes, ranking, opts, held)
     zeroed = zero_reinit(repaired, changes, ranking, n, opts.m)
     activeness_aware_fine_tune(repaired, clean_subset, opts, seed)
+    budget = {"unlearn": len(fit), "fine_tune": len(clean_subset)}
+    if held is not None:
+        budget["choose_n"] = len(held)
     return {
+        "budget": budget,
+        "conv_layers": len(convs),
         "unlearn_steps": unlearning.steps,
         "unlearn_accuracies": unlearning.accuracies,
         "unlearn_reached_bound": unlearning.reached_bound,

@@ -8,14 +8,12 @@ the `1.5 * epsilon` highest-scoring share of the class before retraining
 As an input-level detector (`spectral_detect`, for the detection table) it is adapted: the
 defender has no poisoned set to decompose, so the mean and top singular direction(s) are
 fitted per *predicted* class on the clean subset, and each screened input is scored against
-the directions of the class the model predicts for it. Two statistics: Tran et al.'s
-(`score='projection'`, the squared projection on the top direction) and `score='residual'`
-(the squared distance of the centred feature from the clean top-direction subspace). The
-default, 'residual', was picked by comparing the two on a backdoored model, i.e. on attack
-data, which the threat model does not allow a defender; treat it as provisional (issue 15
-revisits the choice). The threshold is fitted on the clean subset's own (cross-fitted)
-scores. Features are the input of the last Linear layer (time-mean firing rates for an
-SNN), read by a forward hook.
+the directions of the class the model predicts for it. The default statistic is Tran et
+al.'s (`score='projection'`: the squared projection of the centred feature on the top
+direction); `score='residual'` (the squared distance of the centred feature from the clean
+top-direction subspace) is an option, never chosen on attack data (a defender has none).
+The threshold is fitted on the clean subset's own (cross-fitted) scores. Features are the
+input of the last Linear layer (time-mean firing rates for an SNN), read by a forward hook.
 """
 
 from __future__ import annotations
@@ -115,11 +113,11 @@ SCORES = ("residual", "projection")
 
 @dataclass
 class SpectralOptions:
-    """k = 1 direction per class (Tran et al.), residual score, FRR 0.05, 5-fold threshold
-    fit, features at the last Linear's input."""
+    """k = 1 direction per class and the projection score (Tran et al.), FRR 0.05, 5-fold
+    threshold fit, features at the last Linear's input."""
 
     directions: int = 1
-    score: str = "residual"
+    score: str = "projection"
     frr: float = 0.05
     folds: int = 5
     layer: str | None = None
@@ -137,7 +135,8 @@ class ClassSpectra:
     """Per predicted class, the clean mean and top singular directions of the features."""
 
     def __init__(
-        self, features: torch.Tensor, predicted: torch.Tensor, k: int = 1, score: str = "residual"
+        self, features: torch.Tensor, predicted: torch.Tensor, k: int = 1,
+        score: str = "projection"
     ) -> None:
         self.kind = score
         self.fallback = top_directions(features, k)
@@ -208,5 +207,6 @@ def spectral_detect(job: DetectJob) -> Scores:
         spectra.score(*features_of(clean_inputs)),
         spectra.score(*features_of(triggered_inputs)),
         opts.frr,
-        {"detector": "spectral", "layer": layer, "score": opts.score},
+        {"detector": "spectral", "layer": layer, "score": opts.score,
+         "budget": {"fit": len(clean_subset), "threshold": len(clean_subset)}},
     )

@@ -218,4 +218,6 @@ def spike_stats_detect(job: DetectJob) -> Scores:
     fit_x, threshold_x = x[order[:cut].to(x.device)], x[order[cut:].to(x.device)]
     sets = feature_sets(model, {"fit": fit_x, "threshold": threshold_x, "clean": clean_inputs,
                                 "triggered": triggered_inputs}, opts.batch_size, opts.progress)
-    return scores_from_features(sets, opts.method, opts.shrinkage, opts.frr)
+    scores = scores_from_features(sets, opts.method, opts.shrinkage, opts.frr)
+    scores.info["budget"] = {"fit": len(fit_x), "threshold": len(threshold_x)}
+    return scores

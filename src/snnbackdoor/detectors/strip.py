@@ -101,4 +101,5 @@ def strip_detect(job: DetectJob) -> Scores:
     fit = score(pool)  # the generator's draws: clean subset, then clean, then triggered
     clean = score(clean_inputs)
     return Scores(fit, clean, score(triggered_inputs), opts.frr,
-                  {"detector": "strip", "overlays": opts.overlays})
+                  {"detector": "strip", "overlays": opts.overlays,
+                   "budget": {"overlays": len(pool), "threshold": len(pool)}})

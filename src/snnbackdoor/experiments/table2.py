@@ -14,9 +14,13 @@ run as tasks in three rounds (the clean model; one per attack; one per cell), ea
 the dataset and models from the config and the run's files (`executors.map_stages`). The
 tables are read from the stages in config order, so they do not depend on who ran a cell.
 
-Nothing here picks a setting: the test split only measures. Defenses choose their own
-settings on the defender's clean subset and the validation split (see each defense's
-docstring); an attack that chooses (BadSNN's attack config) does so on the validation split.
+Nothing here picks a setting: the test split only measures. Every repair and detector gets
+the defender's clean subset and nothing else (no validation split): a defense that chooses a
+setting holds part of the subset out for it (see each defense's docstring), and each reports
+its `budget` (samples per use), gathered in `metrics.json` as `defender_budget`. An attack
+that chooses (BadSNN's attack config) does so on the validation split, which is the
+attacker's. Settings a preset changes from a method's default (its paper's) are listed as
+`deviations`, with the preset's `deviation_notes`, beside the table in the report.
 
 The defender's clean subset is `defender_fraction` of the clean training split, drawn by
 seed (stratified by class), disjoint from the samples the attack poisoned. It is taken in the
@@ -185,6 +189,21 @@ def _tables(config: Table2Experiment, run: RunDir, defenses: list[str]) -> tuple
     return table, detection
 
 
+def defender_budget(config: Table2Experiment, run: RunDir, cells: list[str]) -> dict:
+    """What the defender's data went to: the subset's size per attack and, per repair and
+    detector, its samples per use (`budget`) in each attack's cell."""
+    subset, uses = {}, {}
+    for name in cells:
+        result = run.stages[name]
+        prefix, attack, method = name.split("/", 2)
+        if "defender_count" in result:
+            subset[attack] = result["defender_count"]
+        if result.get("budget"):
+            kind = "defense" if prefix == "cell" else "detector"
+            uses.setdefault(f"{kind}/{method}", {})[attack] = result["budget"]
+    return {"fraction": config.defender_fraction, "subset": subset, "uses": uses}
+
+
 @register_experiment("table2", Table2Experiment)
 def run_table2(config: Table2Experiment, run: RunDir, executor: Executor | None = None) -> dict:
     """Run every cell of the matrix (resuming finished ones, whoever computed them): here in
@@ -224,6 +243,9 @@ def run_table2(config: Table2Experiment, run: RunDir, executor: Executor | None 
         "attacks": {a: run.stages.get(f"attack/{a}") for a in config.attacks},
         "cells": {name: run.stages[name] for name in cells},
         "defender": {"fraction": config.defender_fraction, "count": defender_count},
+        "defender_budget": defender_budget(config, run, cells),
+        "deviations": config.deviations(),
+        "deviation_notes": dict(config.deviation_notes),
         "seconds": seconds,
     }
     run.write_metrics(metrics)

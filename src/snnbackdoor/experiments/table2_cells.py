@@ -116,19 +116,22 @@ class LazyAttack:
 
 def repair_cell(lazy: LazyAttack, defense: str, options: Any, data: DatasetBundle,
                 config: Table2Experiment) -> dict:
-    """One (attack, defense) cell: repair a copy (or not, for `none`), then measure."""
+    """One (attack, defense) cell: repair a copy (or not, for `none`), then measure. The
+    repair gets the defender's clean subset and nothing else (no validation split): what
+    it chooses, it chooses inside the subset; its `budget` (samples per use) is kept."""
     outcome = lazy.outcome()
     model: nn.Module = outcome.model
     info: dict = {}
     if defense != NO_DEFENSE:
-        repaired = get("defense", defense).obj(model, lazy.defender(), data.val, options,
+        repaired = get("defense", defense).obj(model, lazy.defender(), None, options,
                                            config.seed)
         if not isinstance(repaired, Repaired):
             raise TypeError(f"defense {defense!r} returned {type(repaired).__name__}; a "
                             "repair returns defenses.base.Repaired(model, info)")
         model, info = repaired.model, repaired.info
     result = measure(model, data.test, outcome.trigger, outcome.target)
-    return {**result, "defense_info": scalars(info)}
+    return {**result, "defense_info": scalars(info), "defender_count": len(lazy.defender()),
+            "budget": budget_of(info)}
 
 
 def detect_cell(lazy: LazyAttack, detector: str, options: Any, data: DatasetBundle,
@@ -142,7 +145,15 @@ def detect_cell(lazy: LazyAttack, detector: str, options: Any, data: DatasetBund
     if not isinstance(scores, Scores):
         raise TypeError(f"detector {detector!r} returned {type(scores).__name__}; a detector "
                         "returns detectors.scoring.Scores")
-    return scalars(detection_report(scores))
+    report = detection_report(scores)
+    return {**scalars(report), "defender_count": len(lazy.defender()),
+            "budget": budget_of(report)}
+
+
+def budget_of(info: dict) -> dict:
+    """A method's `budget` (defender samples per use, ints), {} when it reports none."""
+    budget = (info or {}).get("budget") or {}
+    return {str(k): int(v) for k, v in budget.items()}
 
 
 def attack_seconds(run: RunDir, attacks: list[str]) -> dict:

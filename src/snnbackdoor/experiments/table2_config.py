@@ -4,6 +4,8 @@ Shared by the runner (`table2.py`) and the cell pieces (`table2_cells.py`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -59,7 +61,8 @@ class Table2Experiment(ExperimentConfig):
     # A finished matrix may be extended (more attacks, defenses, detectors, options for new
     # ones) and resumed: every cell is its own stage. Changing an existing entry is refused.
     extendable: ClassVar[tuple[str, ...]] = ("attacks", "defenses", "detectors", "attack_options",
-                                             "defense_options", "detector_options")
+                                             "defense_options", "detector_options",
+                                             "deviation_notes")
     kind: str = "table2"
     name: str = "table2"
     attacks: list[str] = field(default_factory=list)
@@ -72,6 +75,9 @@ class Table2Experiment(ExperimentConfig):
     attack_options: dict = field(default_factory=dict)
     defense_options: dict = field(default_factory=dict)
     detector_options: dict = field(default_factory=dict)
+    # why a preset departs from a method's paper setting: {method name: one line}, shown in
+    # the report beside the settings that differ (`deviations()` finds them)
+    deviation_notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +100,9 @@ class Table2Experiment(ExperimentConfig):
             for name, value in getattr(self, key).items():
                 if not isinstance(value, dict):
                     raise ValueError(f"{key}.{name} must be a mapping of options")
+        for name, note in self.deviation_notes.items():
+            if not isinstance(note, str):
+                raise ValueError(f"deviation_notes.{name} must be one line of text")
         _check_names("attack", self.attacks, names("attack"))
         _check_names("defense", self.defenses, [NO_DEFENSE, *names("defense")])
         _check_names("detector", self.detectors, names("detector"))
@@ -118,6 +127,38 @@ class Table2Experiment(ExperimentConfig):
         """The parsed plan of attack `name` (component, options, recipe)."""
         return self._plans[name]
 
+    def deviations(self) -> dict[str, dict[str, dict]]:
+        """Every setting the config gives a listed method that differs from the method's
+        default (its paper's setting): {method: {key: {"value": given, "default": default}}};
+        an attack's `train` keys are compared with the matrix's own recipe."""
+        out: dict[str, dict[str, dict]] = {}
+        given = [(name, self.attack_options.get(name, {}), self._plans[name].options)
+                 for name in self.attacks]
+        given += [(name, self.defense_options.get(name, {}),
+                   self._method_options.get(("defense", name)))
+                  for name in self.defenses if name != NO_DEFENSE]
+        given += [(name, self.detector_options.get(name, {}),
+                   self._method_options.get(("detector", name))) for name in self.detectors]
+        for name, raw, parsed in given:
+            changed = {}
+            defaults = _defaults(parsed)
+            for key, value in raw.items():
+                if key == TRAIN_KEY and isinstance(value, dict):
+                    base = to_dict(self.train)
+                    changed.update({f"train.{k}": {"value": v, "default": base.get(k)}
+                                    for k, v in value.items() if base.get(k) != v})
+                elif key in defaults and key != "progress":
+                    default = defaults[key]
+                    if dataclasses.is_dataclass(default) and isinstance(value, dict):
+                        base = to_dict(default)
+                        changed.update({f"{key}.{k}": {"value": v, "default": base.get(k)}
+                                        for k, v in value.items() if not _same(base.get(k), v)})
+                    elif not _same(default, value):
+                        changed[key] = {"value": value, "default": default}
+            if changed:
+                out[name] = changed
+        return out
+
     def method_options(self, kind: str, name: str) -> Any:
         """The parsed options of defense or detector `name`: its options dataclass, or the
         raw mapping ({} when the config gives none) when it declares no dataclass. With
@@ -126,6 +167,32 @@ class Table2Experiment(ExperimentConfig):
         if not self.train.progress and getattr(options, "progress", False) is True:
             return replace(options, progress=False)
         return options
+
+
+def _defaults(options: Any) -> dict:
+    """The default of every field of an options dataclass (lists for tuples, as YAML)."""
+    if not dataclasses.is_dataclass(options):
+        return {}
+    out = {}
+    for f in dataclasses.fields(options):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats to 6 significant digits (a YAML 0.0313725 is the default 8/255)."""
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-5)
+        except (TypeError, ValueError):
+            return False
+    return a == b
 
 
 def _check_names(what: str, given, known) -> None:

@@ -3,7 +3,11 @@
 `figures/table2_asr.png` heat maps. Every figure in the report is a percentage.
 
 An attack's line under "Attacks" is its `summary` (a string in `AttackOutcome.info`) when
-it gives one, else what its info says about poisoning, epochs and validation figures.
+it gives one, else what its info says about poisoning, epochs and validation figures. A row
+or column whose method runs at a setting other than its paper's is marked `†` and the
+settings are listed under "Deviations". With both `badsnn` and `badsnn_control` rows (a
+clean model deployed and triggered the same way), the report adds BadSNN's
+backdoor-attributable ASR: its ASR minus the control's, per defense.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from ..io import atomic_write_bytes, atomic_write_text, read_json, write_csv
 from .tables import warnings_block
 
 NO_DEFENSE = "none"
+MARK = "†"
+CONTROLLED = {"badsnn": "badsnn_control"}  # attack row -> its control row
 TABLE_COLUMNS = ["attack", "defense", "ca", "asr", "ra"]
 DETECTION_COLUMNS = ["attack", "detector", "detection_rate", "auroc"]
+ATTRIBUTABLE_COLUMNS = ["attack", "control", "defense", "asr", "control_asr",
+                        "attributable_asr"]
 
 
 def pct(value) -> str:
@@ -35,31 +43,116 @@ def share(value) -> str:
     return "n/a" if value is None else f"{100 * value:g}%"
 
 
-def _grid(cells: dict, rows: list[str], columns: list[str], render) -> list[str]:
-    """Markdown table lines: one row per `rows` entry, one column per `columns` entry."""
-    head = ["Attack", *columns]
+def _grid(cells: dict, rows: list[str], columns: list[str], render,
+          marked: set | frozenset = frozenset()) -> list[str]:
+    """Markdown table lines: one row per `rows` entry, one column per `columns` entry; a
+    row or column named in `marked` gets the deviation mark."""
+    def label(name: str) -> str:
+        return f"{name} {MARK}" if name in marked else name
+
+    head = ["Attack", *(label(c) for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        parts = [row] + [render(cells.get((row, column))) for column in columns]
+        parts = [label(row)] + [render(cells.get((row, column))) for column in columns]
         lines.append("| " + " | ".join(parts) + " |")
     return lines
 
 
-def table2_markdown(rows: list[dict], attacks: list[str], defenses: list[str]) -> str:
+def table2_markdown(rows: list[dict], attacks: list[str], defenses: list[str],
+                    marked: set | frozenset = frozenset()) -> str:
     """Rows = attacks, columns = defenses, cells `CA / ASR` in percent."""
     cells = {(r["attack"], r["defense"]): r for r in rows}
     lines = _grid(cells, attacks, defenses,
-                  lambda r: f"{pct(r['ca'])} / {pct(r['asr'])}" if r else "-")
+                  lambda r: f"{pct(r['ca'])} / {pct(r['asr'])}" if r else "-", marked)
     lines[0] = lines[0].replace(f"| {NO_DEFENSE} |", f"| {NO_DEFENSE} (before) |", 1)
     return "\n".join(lines)
 
 
-def detection_markdown(rows: list[dict], attacks: list[str], detectors: list[str]) -> str:
+def detection_markdown(rows: list[dict], attacks: list[str], detectors: list[str],
+                       marked: set | frozenset = frozenset()) -> str:
     """Rows = attacks, columns = detectors, cells `detection rate / AUROC` in percent."""
     cells = {(r["attack"], r["detector"]): r for r in rows}
     return "\n".join(_grid(
         cells, attacks, detectors,
-        lambda r: f"{pct(r['detection_rate'])} / {pct(r['auroc'])}" if r else "-"))
+        lambda r: f"{pct(r['detection_rate'])} / {pct(r['auroc'])}" if r else "-", marked))
+
+
+def attributable_rows(rows: list[dict]) -> list[dict]:
+    """Per defense, an attack's ASR minus its control's (`CONTROLLED`), where both rows
+    exist: the share of the ASR the backdoor itself is responsible for."""
+    cells = {(r["attack"], r["defense"]): r for r in rows}
+    out = []
+    for attack, control in CONTROLLED.items():
+        for (name, defense), row in cells.items():
+            other = cells.get((control, defense))
+            if name == attack and other is not None:
+                out.append({"attack": attack, "control": control, "defense": defense,
+                            "asr": row["asr"], "control_asr": other["asr"],
+                            "attributable_asr": row["asr"] - other["asr"]})
+    return out
+
+
+def attributable_markdown(rows: list[dict], defenses: list[str]) -> list[str]:
+    """The backdoor-attributable ASR table (attack minus control, points), or nothing."""
+    found = attributable_rows(rows)
+    if not found:
+        return []
+    lines = ["## Backdoor-attributable ASR", "",
+             "ASR of the attack minus the ASR of its control (a clean model, same recipe, "
+             "deployed and triggered the same way, trigger fitted against it under the same "
+             "budget), in points, per defense; cells are `attack / control / difference`.",
+             ""]
+    cells = {(r["attack"], r["defense"]): r for r in found}
+    lines += _grid(cells, list(dict.fromkeys(r["attack"] for r in found)), defenses,
+                   lambda r: (f"{pct(r['asr'])} / {pct(r['control_asr'])} / "
+                              f"{100 * r['attributable_asr']:+.2f}") if r else "-")
+    return [*lines, ""]
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def deviations_markdown(metrics: dict) -> list[str]:
+    """The settings that differ from each method's default (its paper's), with the preset's
+    reason for each method, or nothing when every method runs at its paper's setting."""
+    deviations = metrics.get("deviations") or {}
+    if not deviations:
+        return []
+    notes = metrics.get("deviation_notes") or {}
+    lines = ["## Deviations", "",
+             f"Rows and columns marked {MARK} run a method at a setting other than its "
+             "default (the paper's; for an attack's `train.*`, the matrix's recipe):", ""]
+    for method, changed in deviations.items():
+        shown = ", ".join(f"{key} {_value(v['value'])} (default {_value(v['default'])})"
+                          for key, v in changed.items())
+        note = f" — {notes[method]}" if notes.get(method) else ""
+        lines.append(f"- `{method}`: {shown}{note}")
+    return [*lines, ""]
+
+
+def budget_markdown(metrics: dict) -> list[str]:
+    """The defender's budget: the clean subset per attack and what each method spent it
+    on (samples per use; a range where attacks differ)."""
+    budget = metrics.get("defender_budget") or {}
+    subset, uses = budget.get("subset") or {}, budget.get("uses") or {}
+    if not subset:
+        return []
+    sizes = sorted(set(subset.values()))
+    size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    lines = ["## Defender budget", "",
+             f"Every repair and detector got the defender's clean subset ({size} training "
+             f"samples, {share(budget.get('fraction'))} of the clean training split, none "
+             "the attack touched) and nothing else; samples per use:", ""]
+    for method, per_attack in uses.items():
+        parts = {}
+        for counts in per_attack.values():
+            for use, count in counts.items():
+                parts.setdefault(use, set()).add(count)
+        shown = ", ".join(f"{use} {min(c)}" + (f"-{max(c)}" if len(c) > 1 else "")
+                          for use, c in parts.items())
+        lines.append(f"- `{method}`: {shown}")
+    return [*lines, ""]
 
 
 def table2_heatmap(rows: list[dict], attacks: list[str], defenses: list[str],
@@ -111,6 +204,10 @@ def attack_line(info: dict) -> str:
         parts.append(f"{info['epochs']} epochs")
     if "val_asr" in info:
         parts.append(f"val CA {pct(info.get('val_ca'))}%, val ASR {pct(info['val_asr'])}%")
+    if info.get("surrogate_accuracy_on_poison") is not None:
+        parts.append(f"{info.get('surrogate', '')} surrogate's accuracy on the perturbed "
+                     f"target samples {pct(info['surrogate_accuracy_on_poison'])}% (on them "
+                     f"unperturbed {pct(info.get('surrogate_accuracy_on_clean_poison'))}%)")
     return "; ".join(parts) or "see its folder under attacks/"
 
 
@@ -126,8 +223,8 @@ def _setting(key: str, value) -> str:
 
 
 def defense_choices(metrics: dict, attacks: list[str], defenses: list[str]) -> list[str]:
-    """What each repair chose and measured on the defender's clean subset or the validation
-    split (its `defense_info`): the figures behind its settings."""
+    """What each repair chose and measured inside the defender's clean subset (its
+    `defense_info`): the figures behind its settings."""
     lines = []
     for attack in attacks:
         for defense in defenses:
@@ -139,8 +236,8 @@ def defense_choices(metrics: dict, attacks: list[str], defenses: list[str]) -> l
     if not lines:
         return []
     return ["## Defense settings", "",
-            "What each repair chose on the defender's clean subset, and its accuracy on the "
-            "validation split (`val_accuracy`, carved from training, never test):", "",
+            "What each repair chose and measured inside the defender's clean subset (a "
+            "`holdout_accuracy` is on the part of the subset held out for the choice):", "",
             *lines, ""]
 
 
@@ -149,6 +246,7 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
     attacks, detectors = config["attacks"], config.get("detectors") or []
     model = config["model"]
     cells = {(r["attack"], r["defense"]): r for r in metrics["table"]}
+    marked = set(metrics.get("deviations") or {})
     lines = [
         f"# Attack x defense matrix: {config['name']}",
         "",
@@ -162,14 +260,16 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
         "",
         "Cells are `CA / ASR` in percent on the test split; ASR counts triggered non-target "
         "test samples sent to the target. `none (before)` is the attacked model before any "
-        "defense. No setting was chosen on the test split or on ASR.",
+        f"defense. No setting was chosen on the test split or on ASR. {MARK}: a method run "
+        "at a setting other than its paper's (see Deviations).",
         "",
-        table2_markdown(metrics["table"], attacks, defenses),
+        table2_markdown(metrics["table"], attacks, defenses, marked),
         "",
+        *attributable_markdown(metrics["table"], defenses),
         "Robust accuracy (triggered non-target test samples still given their true label), "
         "%:",
         "",
-        *_grid(cells, attacks, defenses, lambda r: pct((r or {}).get("ra"))),
+        *_grid(cells, attacks, defenses, lambda r: pct((r or {}).get("ra")), marked),
         "",
         "![ASR and CA](figures/table2_asr.png)",
         "",
@@ -180,6 +280,8 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
         info = (metrics.get("attacks") or {}).get(attack) or {}
         lines.append(f"- `{attack}`: {attack_line(info)}")
     lines.append("")
+    lines += deviations_markdown(metrics)
+    lines += budget_markdown(metrics)
     lines += defense_choices(metrics, attacks, defenses)
     if detectors:
         lines += [
@@ -189,7 +291,7 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
             "triggered inputs flagged at the false-rejection rate fitted on the defender's "
             "clean subset (training split).",
             "",
-            detection_markdown(metrics["detection"], attacks, detectors),
+            detection_markdown(metrics["detection"], attacks, detectors, marked),
             "",
         ]
     return "\n".join(lines)
@@ -197,7 +299,8 @@ def report_markdown(config: dict, metrics: dict, defenses: list[str]) -> str:
 
 def render_table2(run_dir: str | Path) -> list[Path]:
     """Write table.csv, detection.csv, report.md and figures/table2_asr.png of a finished
-    matrix run from its config.yaml and metrics.json; returns the paths written."""
+    matrix run from its config.yaml and metrics.json (and attributable.csv when an attack
+    and its control are both rows); returns the paths written."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -205,7 +308,11 @@ def render_table2(run_dir: str | Path) -> list[Path]:
     config = yaml.safe_load(config_path.read_text()) or {}
     metrics = read_json(run_dir / "metrics.json", dict, "run metrics")
     defenses = [NO_DEFENSE] + [d for d in config.get("defenses", []) if d != NO_DEFENSE]
+    attributable = attributable_rows(metrics["table"])
+    extra = [write_csv(run_dir / "attributable.csv", ATTRIBUTABLE_COLUMNS, attributable)
+             ] if attributable else []
     return [
+        *extra,
         write_csv(run_dir / "table.csv", TABLE_COLUMNS, metrics["table"]),
         write_csv(run_dir / "detection.csv", DETECTION_COLUMNS, metrics["detection"]),
         table2_heatmap(metrics["table"], config["attacks"], defenses,
