@@ -8,8 +8,9 @@ TMP of their layer) are the ones a trigger can recruit without clean inputs noti
 dendrites carrying their output into the next weighted layer (Conv2d: input channels,
 Linear: input features, mapped through the pooling/flatten in between) are clamped to
 [-bound, bound] (0: cut). How many neurons each layer loses is chosen on a held-out part of
-the subset: the largest fraction of the grid that keeps the repaired model's predictions in
-agreement with the model's own (no labels) within `max_disagreement`.
+the subset: the largest fraction of the grid (grown in order) that keeps the repaired model's
+predictions in agreement with the model's own (no labels) within `max_disagreement`, and its
+mean probability of the model's own answers at >= `min_confidence` of the model's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from ..config import check_range
 from ..data.bundle import Split
 from ..neurons import SPIKING_NODE_TYPES
-from ..training import model_device, predict
+from ..training import logits_of, model_device
 from ..util import eval_mode
 from .base import RepairJob, repair
 from .discovery import probe_input
@@ -44,6 +45,7 @@ class NDSBMOptions:
 
     fraction_grid: tuple[float, ...] = FRACTION_GRID
     max_disagreement: float = 0.05
+    min_confidence: float = 0.97  # held-out mean p(original's class), relative to the original's
     holdout: float = 0.5  # share of the subset kept out of the TMP measurement, for the choice
     bound: float = 0.0
     quantile: float = 0.9  # a neuron's clean TMP: this quantile over the clean inputs
@@ -59,6 +61,7 @@ class NDSBMOptions:
         for value in self.fraction_grid:
             check_range("ndsbm.fraction_grid", value, 0.0, 1.0, low_open=True)
         check_range("ndsbm.max_disagreement", self.max_disagreement, 0.0, 1.0)
+        check_range("ndsbm.min_confidence", self.min_confidence, 0.0, 1.0)
         check_range("ndsbm.holdout", self.holdout, 0.0, 1.0, low_open=True)
         check_range("ndsbm.bound", self.bound, 0.0)
         check_range("ndsbm.quantile", self.quantile, 0.0, 1.0)
@@ -218,9 +221,10 @@ def ndsbm_repair(job: RepairJob) -> dict:
     """NDSBM: clamp the dendrites fed by the neurons with the lowest clean TMP, layer by layer.
 
     Works on a copy, from the clean subset's inputs only (labels unused). Per connection,
-    the share of suppressed neurons is the largest of `fraction_grid` whose clamped model
+    the share of suppressed neurons grows along `fraction_grid` while the clamped model
     agrees with the given model's predictions on the held-out part of the subset within
-    `max_disagreement`, the earlier connections' clamps kept. No test data, labels, trigger
+    `max_disagreement` and keeps `min_confidence` of its confidence in them, the earlier
+    connections' clamps kept. No test data, labels, trigger
     or ASR is read. `info['layers']` records, per connection, the choice and what was clamped.
     """
     repaired, opts = job.copy, job.options
@@ -236,7 +240,9 @@ def ndsbm_repair(job: RepairJob) -> dict:
     measure_x = measure_x[: opts.max_inputs]
     tmp = temporal_membrane_potential(repaired, measure_x, {p.node_name: p.node for p in pairs},
                                       opts.quantile, opts.batch_size)
-    reference = predict(repaired, held_x, opts.batch_size).cpu()
+    reference = logits_of(repaired, held_x, opts.batch_size).cpu().softmax(1)
+    labels = reference.argmax(1)
+    base_confidence = float(reference.gather(1, labels[:, None]).mean())
     layers = []
     for pair in pairs:
         potential = source_potential(pair, tmp[pair.node_name])
@@ -246,13 +252,16 @@ def ndsbm_repair(job: RepairJob) -> dict:
         for fraction in sorted(opts.fraction_grid):
             count = int(fraction * len(order))
             clamp_dendrites(pair.target, order[:count], opts.bound)
-            agreement = float((predict(repaired, held_x, opts.batch_size).cpu()
-                               == reference).float().mean())
+            probs = logits_of(repaired, held_x, opts.batch_size).cpu().softmax(1)
             with torch.no_grad():
                 pair.target.weight.copy_(saved)
-            sweep.append({"fraction": fraction, "sources": count, "agreement": agreement})
-            if agreement >= 1.0 - opts.max_disagreement:
-                chosen = fraction
+            agreement = float((probs.argmax(1) == labels).float().mean())
+            confidence = float(probs.gather(1, labels[:, None]).mean()) / base_confidence
+            sweep.append({"fraction": fraction, "sources": count, "agreement": agreement,
+                          "confidence": confidence})
+            if agreement < 1.0 - opts.max_disagreement or confidence < opts.min_confidence:
+                break  # a larger share would only cut more of what clean inputs use
+            chosen = fraction
         suppressed = order[: int(chosen * len(order))]
         clamp_dendrites(pair.target, suppressed, opts.bound)
         layers.append({
