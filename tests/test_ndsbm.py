@@ -68,8 +68,8 @@ def test_ndsbm_lowers_badnet_asr_and_keeps_clean_accuracy(badnet_model, digits):
     saved = badnet_model.body[9].weight.detach().clone()
     result = ndsbm_repair(badnet_model, subset, None, {"progress": False})
     assert asr(badnet_model) > 0.9
-    assert asr(result.model) < 0.5  # 0.24 measured: the lowest-TMP dendrites carry the trigger
-    assert evaluate(result.model, digits.test) >= evaluate(badnet_model, digits.test) - 0.05
+    assert asr(result.model) < 0.5  # 0.22 measured: the lowest-TMP dendrites carry the trigger
+    assert evaluate(result.model, digits.test) >= evaluate(badnet_model, digits.test) - 0.02
     assert torch.equal(badnet_model.body[9].weight, saved)  # the input model is untouched
 
     layers = {layer["dendrites_of"]: layer for layer in result.info["layers"]}
@@ -83,11 +83,14 @@ def test_ndsbm_lowers_badnet_asr_and_keeps_clean_accuracy(badnet_model, digits):
     assert torch.all(weight[:, cut] == 0)  # bound 0: those dendrites are cut
     assert torch.equal(weight[:, kept], saved[:, kept])  # and no other
     assert result.info["clamped_sources"] == sum(len(v["suppressed"]) for v in layers.values())
+    path = result.info["path"]  # the shares grew one grid step at a time, within the budget
+    assert all(step["shift"] <= 0.02 and step["agreement"] >= 0.95 for step in path)
+    assert [s["fraction"] for s in path if s["dendrites_of"] == "body.9"][-1] == fc["fraction"]
 
 
 @pytest.mark.parametrize("bad", [{"fraction_grid": ()}, {"fraction_grid": (0.0,)},
                                  {"max_disagreement": 2.0}, {"bound": -1.0},
-                                 {"quantile": 1.5}])
+                                 {"quantile": 1.5}, {"max_shift": -0.1}])
 def test_bad_options_fail_early(bad):
     with pytest.raises(ValueError):
         NDSBMOptions(**bad)

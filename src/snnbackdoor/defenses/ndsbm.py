@@ -8,9 +8,10 @@ TMP of their layer) are the ones a trigger can recruit without clean inputs noti
 dendrites carrying their output into the next weighted layer (Conv2d: input channels,
 Linear: input features, mapped through the pooling/flatten in between) are clamped to
 [-bound, bound] (0: cut). How many neurons each layer loses is chosen on a held-out part of
-the subset: the largest fraction of the grid (grown in order) that keeps the repaired model's
-predictions in agreement with the model's own (no labels) within `max_disagreement`, and its
-mean probability of the model's own answers at >= `min_confidence` of the model's.
+the subset: the shares grow along the grid, one connection at a time (the one whose next share
+moves the outputs least), while the repaired model's predictions agree with the model's own
+(no labels) within `max_disagreement` and its output distribution stays within `max_shift`
+of the model's (mean total-variation distance).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class NDSBMOptions:
 
     fraction_grid: tuple[float, ...] = FRACTION_GRID
     max_disagreement: float = 0.05
-    min_confidence: float = 0.97  # held-out mean p(original's class), relative to the original's
+    max_shift: float = 0.02  # held-out mean total-variation distance from the model's outputs
     holdout: float = 0.5  # share of the subset kept out of the TMP measurement, for the choice
     bound: float = 0.0
     quantile: float = 0.9  # a neuron's clean TMP: this quantile over the clean inputs
@@ -61,7 +62,7 @@ class NDSBMOptions:
         for value in self.fraction_grid:
             check_range("ndsbm.fraction_grid", value, 0.0, 1.0, low_open=True)
         check_range("ndsbm.max_disagreement", self.max_disagreement, 0.0, 1.0)
-        check_range("ndsbm.min_confidence", self.min_confidence, 0.0, 1.0)
+        check_range("ndsbm.max_shift", self.max_shift, 0.0, 1.0)
         check_range("ndsbm.holdout", self.holdout, 0.0, 1.0, low_open=True)
         check_range("ndsbm.bound", self.bound, 0.0)
         check_range("ndsbm.quantile", self.quantile, 0.0, 1.0)
@@ -220,12 +221,13 @@ def unlabelled_split(clean_subset: Split, holdout: float, seed: int):
 def ndsbm_repair(job: RepairJob) -> dict:
     """NDSBM: clamp the dendrites fed by the neurons with the lowest clean TMP, layer by layer.
 
-    Works on a copy, from the clean subset's inputs only (labels unused). Per connection,
-    the share of suppressed neurons grows along `fraction_grid` while the clamped model
-    agrees with the given model's predictions on the held-out part of the subset within
-    `max_disagreement` and keeps `min_confidence` of its confidence in them, the earlier
-    connections' clamps kept. No test data, labels, trigger
-    or ASR is read. `info['layers']` records, per connection, the choice and what was clamped.
+    Works on a copy, from the clean subset's inputs only (labels unused). The shares of
+    suppressed neurons grow along `fraction_grid`, each step on the connection whose next
+    share moves the held-out outputs least, while the clamped model agrees with the given
+    model's predictions on the held-out part of the subset within `max_disagreement` and its
+    outputs move by at most `max_shift` (mean total-variation distance). No test data,
+    label, trigger or ASR is read. `info['layers']` records, per connection, the share and
+    what was clamped; `info['path']` the order the shares grew in.
     """
     repaired, opts = job.copy, job.options
     measure_x, held_x = unlabelled_split(job.clean_subset, opts.holdout, job.seed)
@@ -242,36 +244,58 @@ def ndsbm_repair(job: RepairJob) -> dict:
                                       opts.quantile, opts.batch_size)
     reference = logits_of(repaired, held_x, opts.batch_size).cpu().softmax(1)
     labels = reference.argmax(1)
-    base_confidence = float(reference.gather(1, labels[:, None]).mean())
-    layers = []
+    grid = sorted(opts.fraction_grid)
+    orders = {}
     for pair in pairs:
         potential = source_potential(pair, tmp[pair.node_name])
-        order = potential.argsort()  # lowest TMP (farthest from firing on clean data) first
-        saved = pair.target.weight.detach().clone()
-        sweep, chosen = [], 0.0
-        for fraction in sorted(opts.fraction_grid):
-            count = int(fraction * len(order))
-            clamp_dendrites(pair.target, order[:count], opts.bound)
-            probs = logits_of(repaired, held_x, opts.batch_size).cpu().softmax(1)
+        orders[pair.target_name] = (potential, potential.argsort())  # lowest TMP first
+    saved = {p.target_name: p.target.weight.detach().clone() for p in pairs}
+
+    def clamp_all(fractions: dict[str, float]) -> None:
+        for pair in pairs:
             with torch.no_grad():
-                pair.target.weight.copy_(saved)
-            agreement = float((probs.argmax(1) == labels).float().mean())
-            confidence = float(probs.gather(1, labels[:, None]).mean()) / base_confidence
-            sweep.append({"fraction": fraction, "sources": count, "agreement": agreement,
-                          "confidence": confidence})
-            if agreement < 1.0 - opts.max_disagreement or confidence < opts.min_confidence:
-                break  # a larger share would only cut more of what clean inputs use
-            chosen = fraction
-        suppressed = order[: int(chosen * len(order))]
-        clamp_dendrites(pair.target, suppressed, opts.bound)
+                pair.target.weight.copy_(saved[pair.target_name])
+            order = orders[pair.target_name][1]
+            clamp_dendrites(pair.target, order[: int(fractions[pair.target_name] * len(order))],
+                            opts.bound)
+
+    def judge(fractions: dict[str, float]) -> tuple[float, float]:
+        clamp_all(fractions)
+        probs = logits_of(repaired, held_x, opts.batch_size).cpu().softmax(1)
+        return (float((probs.argmax(1) == labels).float().mean()),
+                float(0.5 * (probs - reference).abs().sum(1).mean()))
+
+    chosen = {p.target_name: 0.0 for p in pairs}
+    path = []
+    while True:  # grow the connection whose next share moves the clean outputs least
+        steps = []
+        for name, fraction in chosen.items():
+            larger = [f for f in grid if f > fraction]
+            if larger:
+                trial = {**chosen, name: larger[0]}
+                agreement, shift = judge(trial)
+                if agreement >= 1.0 - opts.max_disagreement and shift <= opts.max_shift:
+                    steps.append((shift, name, larger[0], agreement))
+        if not steps:
+            break
+        shift, name, fraction, agreement = min(steps)
+        chosen[name] = fraction
+        path.append({"dendrites_of": name, "fraction": fraction, "agreement": agreement,
+                     "shift": shift})
+    clamp_all(chosen)
+    layers = []
+    for pair in pairs:
+        potential, order = orders[pair.target_name]
+        suppressed = order[: int(chosen[pair.target_name] * len(order))]
         layers.append({
-            "node": pair.node_name, "dendrites_of": pair.target_name, "fraction": chosen,
-            "sources": len(potential), "suppressed": sorted(suppressed.tolist()),
+            "node": pair.node_name, "dendrites_of": pair.target_name,
+            "fraction": chosen[pair.target_name], "sources": len(potential),
+            "suppressed": sorted(suppressed.tolist()),
             "tmp_cut": float(potential[suppressed].max()) if len(suppressed) else None,
-            "sweep": sweep,
         })
     return {
         "layers": layers,
+        "path": path,
         "clamped_sources": sum(len(layer["suppressed"]) for layer in layers),
         "bound": opts.bound,
         "measured_on": len(measure_x),
