@@ -54,7 +54,7 @@ def test_repair_removes_the_malicious_config_where_fine_tuning_does_not(
     repaired = neuron_param_repair(dual_spike_model, subset, digits.val, {"progress": False})
     # the control: the same steps at the deployed config only keep the backdoor
     control = fine_tune(dual_spike_model, subset, None,
-                        {"progress": False, "epochs": 20, "batch_size": 16})
+                        {"progress": False, "epochs": 20, "batch_size": 16, "lr": 0.005})
     assert _target_share(control.model, digits, MALICIOUS) > 0.5
     assert _target_share(repaired.model, digits, MALICIOUS) < 0.2
     assert repaired.info["val_accuracy"] >= before_ca - 0.05  # at the deployed config
