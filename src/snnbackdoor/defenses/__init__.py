@@ -16,6 +16,8 @@ from .discovery import block_outputs, conv_bn_pairs, last_conv_unit, penultimate
 from .fine_pruning import FinePruningOptions, fine_prune
 from .finetune import FineTuneOptions, fine_tune
 from .nad import NADOptions, attention_loss, attention_map, nad_repair
+from .ndsbm import NDSBMOptions, ndsbm_repair
+from .neuron_param import NeuronParamOptions, neuron_param_repair
 from .tsbd import TSBDOptions, clean_unlearning, tsbd_repair
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "FinePruningOptions",
     "FineTuneOptions",
     "NADOptions",
+    "NDSBMOptions",
+    "NeuronParamOptions",
     "Repaired",
     "TSBDOptions",
     "anp_prune",
@@ -38,6 +42,8 @@ __all__ = [
     "fine_tune",
     "last_conv_unit",
     "nad_repair",
+    "ndsbm_repair",
+    "neuron_param_repair",
     "optimise_masks",
     "parse_options",
     "penultimate_layer",
