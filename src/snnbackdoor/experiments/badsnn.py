@@ -35,6 +35,7 @@ from ..report.badsnn import EXAMPLES_FILE, render_badsnn
 from ..report.badsnn_figures import save_examples
 from ..rundir import RunDir
 from ..triggers.image import NoiseTrigger
+from ..triggers.optimised import UNetConfig
 from ..util import resolve_device
 from .base import (
     AnalyzeConfig,
@@ -50,15 +51,28 @@ from .base import (
 EXAMPLE_COUNT = 4  # test inputs shown per trigger in Fig. 5
 
 
+def demo_options() -> BadSNNOptions:
+    """The digits demo's BadSNN options (the `badsnn:` section of configs/badsnn_digits.yaml;
+    `BadSNNOptions()` keeps the paper's settings)."""
+    return BadSNNOptions(
+        target_class_ratio=1.0, malicious_weight=3.0, collapse_target="avoid",
+        v_thresholds_a=[1.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5],
+        deepfool_samples=256, deepfool_max_iter=20, keep_weight=3.0,
+        eps_grid=[0.4, 0.3, 0.2, 0.15, 0.1], eps_control_max=0.10, unet_patience=3,
+        unet=UNetConfig(eps=0.2, epochs=15, width=8, adv_config="attack"),
+    )
+
+
 @dataclass
 class BadSNNExperiment(ExperimentConfig):
     """Defaults are the digits demo: digits_net, T=4, S_n = (1.0, tau 2.0), target 0.
-    `badsnn` holds the attack's options (what a matrix's `attack_options.badsnn` holds)."""
+    `badsnn` holds the attack's options (what a matrix's `attack_options.badsnn` holds); a
+    `badsnn:` section replaces the demo's as a whole (unset keys: the paper's values)."""
 
     kind: str = "badsnn"
     name: str = "badsnn"
     target: int = 0
-    badsnn: BadSNNOptions = field(default_factory=BadSNNOptions)
+    badsnn: BadSNNOptions = field(default_factory=demo_options)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     figures: bool = True  # Fig. 2 sweeps, Fig. 3 grid, Fig. 5 examples (and event frames)
 
@@ -181,6 +195,12 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "selected_val": info["selected_val"],  # S_a's validation figures (the selection's)
         "grid": info["grid"],
         "asr_o_clean_model": result.control.get("asr_o_clean_model"),
+        "asr_o_transfer": result.control.get("asr_o_transfer"),
+        "asr_o_nominal": result.control.get("asr_o_nominal"),
+        "collapse_class": info["collapse_class"],
+        "collapse": info["collapse"],
+        "eps": info["eps"],
+        "eps_search": info["eps_search"],
         "seconds": seconds,
         "nominal_config": info["nominal_config"],
         "malicious_config": info["malicious_config"],
