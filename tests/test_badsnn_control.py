@@ -99,3 +99,32 @@ def test_demo_defaults_are_the_demo_config():
     config = parse_config(read_yaml("configs/badsnn_digits.yaml"))
     assert config.badsnn == demo_options()
     assert parse_config({"kind": "badsnn", "name": "demo"}).badsnn == demo_options()
+
+
+def test_run_records_controls_curves_and_draws_them(tmp_path):
+    """A tiny demo-style run: collapse class, eps chosen on the control, the transfer and
+    nominal controls, both curves in metrics.json, the report and the sweep figures."""
+    from snnbackdoor.experiments.base import run_experiment
+    from snnbackdoor.report.badsnn_curves import sweep_curves
+
+    config = parse_config({
+        "kind": "badsnn", "name": "tiny", "train": {"epochs": 2, "progress": False},
+        "figures": False, "eps_curve": [0.1, 0.3], "target": 3,
+        "badsnn": {**{k: v for k, v in TINY.items() if k != "unet"}, "collapse_target": "avoid",
+                   "unet": {"epochs": 2, "width": 8, "adv_config": "attack",
+                            "progress": False}}})
+    metrics = run_experiment(config, tmp_path).metrics
+    assert metrics["collapse_class"] == metrics["collapse"]["collapse_class"] != metrics["target"]
+    assert metrics["eps"] in (0.3, 0.1) and metrics["eps_search"]["rows"][0]["eps"] == 0.3
+    for key in ("asr_o", "asr_o_clean_model", "asr_o_transfer", "asr_o_nominal"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert set(metrics["eps_curve"]) == {"0.1", "0.3"}
+    assert set(metrics["eps_curve"]["0.1"]) == {"asr_o", "asr_o_nominal", "asr_o_clean_model",
+                                                "asr_o_clean_model_nominal"}
+    v = metrics["threshold_curve"]["1.3/2"]
+    assert v["ca"] == metrics["grid"][1]["ca"] and 0 <= v["clean_asr_p"] <= 1
+    report = (tmp_path / "report.md").read_text()
+    assert "Controls of T_o" in report and "Collapse class" in report
+    paths = sweep_curves([metrics, metrics], tmp_path / "sweep")
+    assert [p.name for p in paths] == ["eps_curves.png", "threshold_curves.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..attacks.badsnn import trigger_label
 from ..config import read_yaml
 from ..io import atomic_write_text, read_json
+from .badsnn_curves import eps_figure, threshold_figure
 from .badsnn_figures import grid_figure, load_examples, trigger_examples
 from .frames import plot_frames
 from .sweeps import plot_sweep
@@ -16,7 +17,9 @@ from .tables import table_csv, table_rows, warnings_block
 EXAMPLES_FILE = "examples.safetensors"
 FIGURE_TITLES = {"fig2_clean": "Fig. 2 clean", "fig2_badsnn": "Fig. 2 BadSNN",
                  "fig3_grid": "Fig. 3", "fig5_triggers": "Fig. 5",
-                 "frames": "clean and triggered frames over time"}
+                 "frames": "clean and triggered frames over time",
+                 "threshold_curve": "ASR_p and CA vs V_thr^a, backdoored vs clean",
+                 "eps_curve": "ASR_o vs eps, backdoored vs control, at S_a and S_n"}
 
 
 def pct(value) -> str:
@@ -251,10 +254,17 @@ def badsnn_figures(run_dir: Path, metrics: dict) -> list[Path]:
     frames over time: each drawn when the run holds its data."""
     folder = run_dir / "figures"
     nominal = {**metrics["nominal_config"], "power": 1.0}
+    sel = metrics["selected"]
     paths = []
     for name, sweep in (metrics.get("sweeps") or {}).items():
         paths.append(plot_sweep(sweep, folder / f"fig2_{name}.png", nominal,
                                 title=f"{name} model (test)"))
+    if metrics.get("threshold_curve"):
+        paths.append(threshold_figure([metrics["threshold_curve"]],
+                                      folder / "threshold_curve.png", sel["v_threshold_a"]))
+    if metrics.get("eps_curve"):
+        paths.append(eps_figure([metrics["eps_curve"]], folder / "eps_curve.png",
+                                metrics.get("eps")))
     keys = ["ca"] + [k for k in metrics["selected"] if k.startswith("asr_")]
     paths.append(grid_figure(metrics["grid"], keys, folder / "fig3_grid.png",
                              metrics["selected"]))
