@@ -61,7 +61,7 @@ def _setup(digits, clean, target):
 
 
 TINY = dict(v_threshold_t=1.8, v_thresholds_a=[1.0, 1.3], ca_tolerance=0.2,
-            deepfool_samples=48, deepfool_max_iter=5, keep_weight=1.0, eps_grid=[0.3, 0.1],
+            deepfool_samples=32, deepfool_max_iter=5, keep_weight=1.0, eps_grid=[0.3, 0.1],
             eps_control_max=0.0, unet_patience=1,
             unet=UNetConfig(epochs=2, width=8, adv_config="attack", progress=False))
 

@@ -33,7 +33,11 @@ def trigger_inputs(data: DatasetBundle, options: BadSNNOptions, seed: int) -> to
 
 def deepfool_step(model: nn.Module, x: torch.Tensor, options: BadSNNOptions,
                   nominal: NeuronConfig, progress: bool = False) -> tuple:
-    """DeepFool at S_n on the T_o samples: (deltas, flipped mask)."""
+    """DeepFool at S_n on the T_o samples: (deltas, flipped mask). Skipped (zeros, nothing
+    flipped) when the blend never uses it: `blend_k` 1 with `blend_mode: image` blends at
+    alpha 0 only, i.e. toward T_p(x) = x^q itself."""
+    if options.blend_k == 1 and options.blend_mode == "image":
+        return torch.zeros_like(x), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     return deepfool_deltas(model, x, options.deepfool_overshoot, options.deepfool_max_iter,
                            nominal, progress)
 
