@@ -61,9 +61,9 @@ def demo_options() -> BadSNNOptions:
     return BadSNNOptions(
         target_class_ratio=1.0, malicious_weight=3.0, collapse_target="avoid",
         v_thresholds_a=[1.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5],
-        deepfool_samples=1024, deepfool_max_iter=20, blend_mode="image", blend_k=1,
-        keep_weight=1.0, eps_grid=[0.4, 0.3, 0.2, 0.1], eps_control_max=0.10, unet_patience=4,
-        unet=UNetConfig(eps=0.2, epochs=20, batch_size=128, width=8, weights=[1.0, 1.0, 1.0],
+        deepfool_samples=256, deepfool_max_iter=20, blend_mode="image", blend_k=1,
+        keep_weight=1.0, eps_grid=[0.4, 0.3, 0.2, 0.1], eps_control_max=0.10, unet_patience=3,
+        unet=UNetConfig(eps=0.2, epochs=15, width=8, weights=[1.0, 1.0, 1.0],
                         adv_config="attack"),
     )
 
@@ -188,7 +188,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     if not events and config.eps_curve:
         deepfool = shared_deepfool(result.model, data, options, result.nominal, seed)
         curves["eps_curve"] = stage(setup, "eps_curve", lambda: eps_curve(
-            result, options, config.eps_curve, seed, deepfool))
+            result, options, config.eps_curve, seed, setup, deepfool))
 
     deploy(result.model, result.attack)
     save_model(result.model, run.path / "badsnn_deployed.safetensors",

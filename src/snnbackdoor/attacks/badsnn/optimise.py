@@ -137,7 +137,8 @@ def control_generator(setup, clean: nn.Module, data: DatasetBundle, options: Bad
 
     cache = {} if cache is None else cache
     if eps not in cache:
-        name = "trigger_o_clean_model" + (f"_eps{eps:g}" if options.eps_grid else "")
+        given = not options.eps_grid and eps == options.unet.eps  # the paper's one budget
+        name = "trigger_o_clean_model" + ("" if given else f"_eps{eps:g}")
         cache[eps] = generator_stage(setup, name, target, lambda: fit_optimised_trigger(
             clean, data, options, target, nominal, attack, seed, progress, eps, deepfool()))
     return cache[eps]
