@@ -15,6 +15,7 @@ TINY = {
     "name": "tiny",
     "train": {"epochs": 3, "progress": False},
     "badsnn": {"v_threshold_t": 1.8, "v_thresholds_a": [1.0, 1.3], "deepfool_samples": 48,
+               "collapse_target": "avoid",
                "deepfool_max_iter": 10, "unet": {"epochs": 2, "width": 8, "progress": False}},
     "analyze": {"v_thresholds": [1.0, 2.0], "taus": [2.0], "powers": [1.0, 2.0]},
 }
@@ -29,7 +30,8 @@ def test_badsnn_run_writes_every_output_and_resumes(tmp_path):
     assert len(metrics["grid"]) == 2 and all(set(r) == set(metrics["selected"])
                                              for r in metrics["grid"])
     assert 0 <= metrics["asr_o_clean_model"] <= 1 and metrics["seconds"]["total"] > 0
-    assert metrics["trigger"] == "optimised" and metrics["target"] == 0
+    assert metrics["trigger"] == "optimised" and metrics["collapse"]["target_requested"] == 0
+    assert metrics["target"] == metrics["collapse"]["target"] != metrics["collapse_class"]
     assert metrics["selection"]["within_tolerance"] is True
     assert metrics["poisoning"]["target_class_ratio"] == 0.5
     report = (tmp_path / "report.md").read_text()

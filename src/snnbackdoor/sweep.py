@@ -24,6 +24,7 @@ from .executors import Executor, LocalExecutor, Task, TaskFailed, TaskResult
 from .experiments.base import RunResult, parse_config, run_experiment
 from .io import atomic_write_bytes, read_json
 from .registry import get
+from .report.badsnn_curves import sweep_curves
 from .report.sweeps import plot_sweep_metrics
 from .rundir import results_view
 
@@ -145,4 +146,5 @@ def run_sweep(config_path: str | Path, grid_items=(), overrides=(),
     figure_path = None
     if rows:
         figure_path = plot_sweep_metrics(rows, grid, root / "sweep.png", title=configs[0].name)
+        sweep_curves([metrics for _, metrics, _ in done], root)  # BadSNN curves, when held
     return SweepResult(path, rows, [r for r in results if not r.ok], figure_path)

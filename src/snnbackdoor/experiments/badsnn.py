@@ -26,6 +26,9 @@ from ..attacks.badsnn import (
     trigger_label,
 )
 from ..attacks.badsnn.attack import stage
+from ..attacks.badsnn.curves import eps_curve, threshold_curve
+from ..attacks.badsnn.optimise import shared_deepfool
+from ..attacks.badsnn.stages import attack_grid
 from ..attacks.base import AttackSetup
 from ..attacks.poisoning import apply_in_batches
 from ..checkpoint import save_model
@@ -34,7 +37,9 @@ from ..neurons import NeuronConfig, count_spikes, use_config
 from ..report.badsnn import EXAMPLES_FILE, render_badsnn
 from ..report.badsnn_figures import save_examples
 from ..rundir import RunDir
+from ..training import TrainConfig
 from ..triggers.image import NoiseTrigger
+from ..triggers.optimised import UNetConfig
 from ..util import resolve_device
 from .base import (
     AnalyzeConfig,
@@ -50,22 +55,43 @@ from .base import (
 EXAMPLE_COUNT = 4  # test inputs shown per trigger in Fig. 5
 
 
+def demo_options() -> BadSNNOptions:
+    """The digits demo's BadSNN options (the `badsnn:` section of configs/badsnn_digits.yaml;
+    `BadSNNOptions()` keeps the paper's settings)."""
+    return BadSNNOptions(
+        target_class_ratio=1.0, malicious_weight=3.0, collapse_target="avoid",
+        v_thresholds_a=[1.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5],
+        deepfool_samples=256, deepfool_max_iter=20, blend_mode="image", blend_k=1,
+        keep_weight=1.0, eps_grid=[0.4, 0.3, 0.2, 0.1], eps_control_max=0.10, unet_patience=3,
+        unet=UNetConfig(eps=0.2, epochs=15, width=8, weights=[1.0, 1.0, 1.0],
+                        adv_config="attack"),
+    )
+
+
 @dataclass
 class BadSNNExperiment(ExperimentConfig):
     """Defaults are the digits demo: digits_net, T=4, S_n = (1.0, tau 2.0), target 0.
-    `badsnn` holds the attack's options (what a matrix's `attack_options.badsnn` holds)."""
+    `badsnn` holds the attack's options (what a matrix's `attack_options.badsnn` holds); a
+    `badsnn:` section replaces the demo's as a whole (unset keys: the paper's values)."""
 
     kind: str = "badsnn"
     name: str = "badsnn"
     target: int = 0
-    badsnn: BadSNNOptions = field(default_factory=BadSNNOptions)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12))
+    badsnn: BadSNNOptions = field(default_factory=demo_options)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     figures: bool = True  # Fig. 2 sweeps, Fig. 3 grid, Fig. 5 examples (and event frames)
+    # Curves with controls (images): ASR_p / CA vs V_thr^a beside the clean model (cheap),
+    # and ASR_o vs eps for each budget listed (two T_o fits per eps; [] = none).
+    threshold_curve: bool = True
+    eps_curve: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.target < 0:
             raise ValueError(f"target must be a class index >= 0, got {self.target}")
+        if any(not 0 < e <= 1 for e in self.eps_curve):
+            raise ValueError("eps_curve values are L_inf budgets in (0, 1]")
 
 
 def _spikes(model, x: torch.Tensor, config: NeuronConfig) -> float:
@@ -155,6 +181,15 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     if config.figures:
         sweeps = stage(setup, "figures", lambda: figure_data(config, result, run))["sweeps"]
 
+    curves = {}
+    if not events and config.threshold_curve:
+        curves["threshold_curve"] = stage(setup, "threshold_curve", lambda: threshold_curve(
+            result, attack_grid(options, tau_is_setting(result.model)), options.power))
+    if not events and config.eps_curve:
+        deepfool = shared_deepfool(result.model, data, options, result.nominal, seed)
+        curves["eps_curve"] = stage(setup, "eps_curve", lambda: eps_curve(
+            result, options, config.eps_curve, seed, setup, deepfool))
+
     deploy(result.model, result.attack)
     save_model(result.model, run.path / "badsnn_deployed.safetensors",
                {"attack_config": result.attack.as_dict(),
@@ -181,6 +216,12 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "selected_val": info["selected_val"],  # S_a's validation figures (the selection's)
         "grid": info["grid"],
         "asr_o_clean_model": result.control.get("asr_o_clean_model"),
+        "asr_o_transfer": result.control.get("asr_o_transfer"),
+        "asr_o_nominal": result.control.get("asr_o_nominal"),
+        "collapse_class": info["collapse_class"],
+        "collapse": info["collapse"],
+        "eps": info["eps"],
+        "eps_search": info["eps_search"],
         "seconds": seconds,
         "nominal_config": info["nominal_config"],
         "malicious_config": info["malicious_config"],
@@ -194,6 +235,7 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
         "asr_s_by_beta": noise_sweep,
         "trigger_o": info["trigger_o"],
         "control": result.control,
+        **curves,
     }
     if sweeps is not None:
         metrics["sweeps"] = sweeps

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..attacks.badsnn import trigger_label
 from ..config import read_yaml
 from ..io import atomic_write_text, read_json
+from .badsnn_curves import eps_figure, threshold_figure
 from .badsnn_figures import grid_figure, load_examples, trigger_examples
 from .frames import plot_frames
 from .sweeps import plot_sweep
@@ -16,7 +17,9 @@ from .tables import table_csv, table_rows, warnings_block
 EXAMPLES_FILE = "examples.safetensors"
 FIGURE_TITLES = {"fig2_clean": "Fig. 2 clean", "fig2_badsnn": "Fig. 2 BadSNN",
                  "fig3_grid": "Fig. 3", "fig5_triggers": "Fig. 5",
-                 "frames": "clean and triggered frames over time"}
+                 "frames": "clean and triggered frames over time",
+                 "threshold_curve": "ASR_p and CA vs V_thr^a, backdoored vs clean",
+                 "eps_curve": "ASR_o vs eps, backdoored vs control, at S_a and S_n"}
 
 
 def pct(value) -> str:
@@ -86,6 +89,57 @@ def selection_lines(metrics: dict, val_rows: list[dict]) -> list[str]:
     return lines
 
 
+def collapse_lines(metrics: dict) -> list[str]:
+    """The clean model's collapse class and what it did to the target."""
+    collapse = metrics.get("collapse")
+    if not collapse:
+        return []
+    moved = collapse["target_requested"] != collapse["target"]
+    return ["", "## Collapse class of the clean model (validation split)", "",
+            f"With every neuron silent the clean model answers class {collapse['collapse_class']}"
+            f" ({pct(collapse['collapse_share'])}% of val inputs); at S_t it answers mostly "
+            f"{collapse['collapse_class_malicious']} ({pct(collapse['collapse_share_malicious'])}"
+            "%). A spike-lowering trigger reaches that class on any model, so it is no target "
+            "for a backdoor claim. "
+            + (f"The configured target {collapse['target_requested']} is one: moved to "
+               f"{collapse['target']} (`collapse_target: {collapse['policy']}`)." if moved else
+               f"Target {collapse['target']} (policy `{collapse['policy']}`).")]
+
+
+def control_lines(metrics: dict) -> list[str]:
+    """T_o's controls: re-optimised against the clean model, transferred, and at S_n; and
+    how eps was chosen."""
+    sel, control = metrics["selected"], metrics.get("control") or {}
+    if "asr_o" not in sel:
+        return []
+    lines = ["", "## Controls of T_o (test split, %)", "",
+             "| measurement | ASR_o |", "|---|---|",
+             f"| backdoored model at S_a (`asr_o`) | {pct(sel.get('asr_o'))} |",
+             f"| backdoored model at S_n (`asr_o_nominal`) | {pct(metrics.get('asr_o_nominal'))} |",
+             f"| T_o re-optimised against the clean model at S_a (`asr_o_clean_model`) | "
+             f"{pct(metrics.get('asr_o_clean_model'))} |",
+             f"| ... at the clean model's S_n | "
+             f"{pct(control.get('asr_o_clean_model_nominal'))} |",
+             f"| backdoored model's T_o on the clean model at S_a (`asr_o_transfer`) | "
+             f"{pct(metrics.get('asr_o_transfer'))} |",
+             "", "The gap between the backdoored model and the re-optimised control is what the "
+             "backdoor adds; the control's own rate is adversarial vulnerability."]
+    share = control.get("clean_model_target_share_at_attack_config")
+    if share is not None:
+        lines.append(f"Untriggered, the clean model at S_a sends {pct(share)}% of non-target "
+                     "test inputs to the target.")
+    search = metrics.get("eps_search")
+    if search:
+        lines += ["", f"eps (L_inf budget of T_o) = {search['eps']:g}: the largest of the grid "
+                  f"whose control keeps val ASR <= {pct(search['control_max'])}% (tried largest "
+                  "first" + ("" if search["within"] else "; none did, so the smallest") + "):",
+                  "", "| eps | control val ASR_o (%) |", "|---|---|"]
+        lines += [f"| {r['eps']:g} | {pct(r['val_asr_o_clean_model'])} |" for r in search["rows"]]
+    elif metrics.get("eps") is not None:
+        lines += ["", f"eps (L_inf budget of T_o) = {metrics['eps']:g} (given)."]
+    return lines
+
+
 def grid_val_rows(run_dir: Path) -> list[dict]:
     """The attack-config grid with its validation columns, from the run's stage store
     (`grid`, or `grid_first` where no T_o was fitted); [] when the run has none."""
@@ -136,23 +190,7 @@ def badsnn_report(config: dict, metrics: dict, figures: list[str],
     if metrics["selection"].get("within_tolerance") is False:
         lines += ["", "**No attack config kept val CA within the tolerance**: the one with the "
                   "highest val CA was taken (widen the grid toward S_n or raise the tolerance)."]
-    if metrics.get("asr_o_clean_model") is not None:
-        lines += [
-            "",
-            "## Control: the same T_o optimisation against the clean model (test split)",
-            "",
-            f"ASR_o of the backdoored model: {pct(sel.get('asr_o'))}; of the clean model at the "
-            f"same attack config and budget: {pct(metrics['asr_o_clean_model'])} "
-            f"(at its nominal config: {pct(metrics['control'].get('asr_o_clean_model_nominal'))})."
-            " The gap is what the backdoor itself adds; the rest is adversarial vulnerability.",
-        ]
-        share = metrics["control"].get("clean_model_target_share_at_attack_config")
-        if share is not None:
-            lines.append(
-                f"Without any trigger the clean model already sends {pct(share)} of non-target "
-                "test inputs to the target at that config (a net near silence answers with "
-                "one class; if that class is the target, part of the attack comes free)."
-            )
+    lines += collapse_lines(metrics) + control_lines(metrics)
     if metrics.get("frames"):
         lines += ["", f"Event frames fed to the model: `{metrics['frames']}` "
                   f"(largest training count {metrics['count_max']:g}). "
@@ -216,10 +254,17 @@ def badsnn_figures(run_dir: Path, metrics: dict) -> list[Path]:
     frames over time: each drawn when the run holds its data."""
     folder = run_dir / "figures"
     nominal = {**metrics["nominal_config"], "power": 1.0}
+    sel = metrics["selected"]
     paths = []
     for name, sweep in (metrics.get("sweeps") or {}).items():
         paths.append(plot_sweep(sweep, folder / f"fig2_{name}.png", nominal,
                                 title=f"{name} model (test)"))
+    if metrics.get("threshold_curve"):
+        paths.append(threshold_figure([metrics["threshold_curve"]],
+                                      folder / "threshold_curve.png", sel["v_threshold_a"]))
+    if metrics.get("eps_curve"):
+        paths.append(eps_figure([metrics["eps_curve"]], folder / "eps_curve.png",
+                                metrics.get("eps")))
     keys = ["ca"] + [k for k in metrics["selected"] if k.startswith("asr_")]
     paths.append(grid_figure(metrics["grid"], keys, folder / "fig3_grid.png",
                              metrics["selected"]))

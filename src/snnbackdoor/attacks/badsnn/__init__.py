@@ -10,6 +10,8 @@ from .attack import (
     train_clean_model,
     trigger_label,
 )
+from .collapse import CollapseTargetError, collapse_record, resolve_target
+from .control import badsnn_control
 from .events import PreparedFrames, UnitScaledNoise, event_triggers, prepare_frames
 from .optimise import event_control, fit_optimised_trigger, optimised_control
 from .options import TRIGGER_KEYS, BadSNNOptions, resolve_trigger
@@ -34,6 +36,7 @@ __all__ = [
     "AttackChoice",
     "BadSNNOptions",
     "BadSNNResult",
+    "CollapseTargetError",
     "PreparedFrames",
     "UnitScaledNoise",
     "asr_at",
@@ -42,8 +45,10 @@ __all__ = [
     "attack_grid",
     "auto_malicious_threshold",
     "badsnn",
+    "badsnn_control",
     "choose_malicious_config",
     "choose_poisoned_target_samples",
+    "collapse_record",
     "deploy",
     "dual_spike_loss",
     "event_control",
@@ -52,6 +57,7 @@ __all__ = [
     "nominal_config",
     "optimised_control",
     "prepare_frames",
+    "resolve_target",
     "resolve_trigger",
     "run_badsnn_stages",
     "select_attack_config",

@@ -10,9 +10,7 @@ the registered `badsnn` attack ships the model deployed at S_a with T_o (or T_s)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch.nn as nn
 
@@ -23,10 +21,19 @@ from ...neurons import NeuronConfig, set_neuron_params
 from ...registry import register
 from ...training import TrainConfig, evaluate, seed_everything, train
 from ...triggers.image import PowerTrigger
-from ...triggers.optimised import ConditionalUNet, OptimisedTrigger, load_generator, save_generator
+from ...triggers.optimised import OptimisedTrigger
 from ..base import AttackOutcome, AttackSetup, trained_stage
+from .collapse import collapse_record, resolve_target
 from .events import PreparedFrames, event_triggers, prepare_frames
-from .optimise import event_control, fit_optimised_trigger, optimised_control
+from .optimise import (
+    CONTROL_KEYS,
+    choose_eps,
+    control_generator,
+    event_control,
+    fit_optimised_trigger,
+    optimised_controls,
+    shared_deepfool,
+)
 from .options import TRIGGER_KEYS, BadSNNOptions, resolve_trigger
 from .stages import (
     AttackChoice,
@@ -38,43 +45,12 @@ from .stages import (
     tau_is_setting,
     train_dual_spike,
 )
+from .store import generator_stage, stage
 
 
 def trigger_label(key: str) -> str:
     """A metric key's trigger name: asr_s -> T_s (outcome triggers, figures, table.csv)."""
     return key.replace("asr_", "T_")
-
-
-def stage(setup: AttackSetup, name: str, compute: Callable[[], dict]) -> dict:
-    """`compute()`, or with `setup.workdir` its stored result (stage `name` of that folder)."""
-    if setup.workdir is None:
-        return json_safe(compute())
-    from ...rundir import RunDir
-
-    return RunDir(setup.workdir).stage(name, compute)
-
-
-def generator_stage(setup: AttackSetup, name: str, target: int,
-                    fit: Callable[[], tuple[ConditionalUNet, dict]]) -> tuple:
-    """A T_o generator and its fit info; with `setup.workdir` kept as `<name>.safetensors`
-    (and its stage info) so a resumed run never refits it."""
-    if setup.workdir is None:
-        generator, info = fit()
-        return generator, json_safe(info)
-    from ...rundir import RunDir
-
-    run, path = RunDir(setup.workdir), Path(setup.workdir) / f"{name}.safetensors"
-    if run.done(name) and not path.exists():
-        run.stages.pop(name)  # the file is gone: fit again
-
-    def compute() -> dict:
-        generator, info = fit()
-        save_generator(generator, path, {"target": target})
-        return info
-
-    info = run.stage(name, compute)
-    generator, _ = load_generator(path, setup.device)
-    return generator, info
 
 
 def recipe_of(setup: AttackSetup) -> TrainConfig:
@@ -119,6 +95,9 @@ class BadSNNResult:
     triggers: dict
     trigger_o: dict
     control: dict
+    collapse: dict  # the clean model's collapse classes and the target they left
+    eps_search: dict | None = None  # how eps was chosen (badsnn.eps_grid), else None
+    control_trigger: OptimisedTrigger | None = None  # T_o re-fitted against the clean model
 
     @property
     def attack(self) -> NeuronConfig:
@@ -150,6 +129,11 @@ class BadSNNResult:
             "grid": [self.public_row(r) for r in self.rows],
             "trigger_o": {k: v for k, v in self.trigger_o.items() if k != "unet_history"},
             "control": self.control,
+            "collapse": self.collapse,
+            "collapse_class": self.collapse["collapse_class"],
+            "eps": self.trigger_o.get("eps"),
+            "eps_search": self.eps_search,
+            **{k: self.control.get(k) for k in CONTROL_KEYS},
         })
 
 
@@ -182,13 +166,17 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
                              lambda: choose_malicious_config(clean, data, options, tau_setting))
     malicious = NeuronConfig(malicious_choice["v_threshold_t"],
                              malicious_choice["tau_t"] if tau_setting else None)
+    collapse = stage(setup, "collapse", lambda: collapse_record(clean, data.val, malicious))
+    target = resolve_target(target, collapse, data.info.num_classes, options.collapse_target)
+    collapse = {**collapse, "target_requested": int(setup.target), "target": target,
+                "policy": options.collapse_target}
     recipe = recipe_of(setup)
 
     def build_backdoor() -> tuple[nn.Module, dict]:
         seed_everything(recipe.seed)
         model = setup.build_model()
         return train_dual_spike(model, data, recipe, malicious, target,
-                                options.target_class_ratio, seed)
+                                options.target_class_ratio, seed, options.malicious_weight)
 
     backdoor, training = trained_stage(setup, "badsnn_model", build_backdoor)
     grid = attack_grid(options, tau_setting)
@@ -205,11 +193,20 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     provisional = select_attack_config(rows_first, base_ca, tolerance, f"val_{first_key}")
 
     trigger_o: dict = {}
-    rows = rows_first
+    rows, eps_search = rows_first, None
     if not events:
+        deepfool = shared_deepfool(backdoor, data, options, nominal, seed, recipe.progress)
+        cache: dict = {}  # control generators by eps
+        eps = options.unet.eps
+        if options.eps_grid:  # S_a stays the T_p choice; eps from the control on val
+            eps_search = choose_eps(setup, clean, data, options, target, nominal,
+                                    provisional.config, seed, deepfool, recipe.progress, cache)
+            eps = eps_search["eps"]
+
         def fit():
             generator, info = fit_optimised_trigger(backdoor, data, options, target, nominal,
-                                                    provisional.config, seed, recipe.progress)
+                                                    provisional.config, seed, recipe.progress,
+                                                    eps, deepfool())
             return generator, {"blend_config": provisional.config.as_dict(), **info}
 
         generator, trigger_o = generator_stage(setup, "trigger_o", target, fit)
@@ -222,20 +219,20 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
             return {"rows": [{**a, **b} for a, b in zip(rows_first, extra)]}  # CA: rows_first
 
         rows = stage(setup, "grid", full_grid)["rows"]
-    selected = select_attack_config(rows, base_ca, tolerance, f"val_{primary}")
+    key = first_key if eps_search is not None else primary
+    selected = select_attack_config(rows, base_ca, tolerance, f"val_{key}")
     attack = selected.config
 
     control: dict = {}
-    if options.control and not events:
-        def clean_control() -> dict:
-            def fit():
-                return fit_optimised_trigger(clean, data, options, target, nominal, attack, seed,
-                                             recipe.progress)
-
-            generator, info = generator_stage(setup, "trigger_o_clean_model", target, fit)
-            return optimised_control(clean, generator, info, data, target, nominal, attack)
-
-        control = stage(setup, "control", clean_control)
+    control_trigger = None
+    if not events:
+        fitted = None
+        if options.control:
+            fitted = control_generator(setup, clean, data, options, target, nominal, attack,
+                                       seed, deepfool, trigger_o["eps"], recipe.progress, cache)
+            control_trigger = OptimisedTrigger(fitted[0], target)
+        control = stage(setup, "control", lambda: optimised_controls(
+            backdoor, clean, data, target, nominal, attack, triggers["asr_o"], fitted))
     elif options.control:
         control = stage(setup, "control", lambda: event_control(clean, triggers, data, target,
                                                                 nominal, attack))
@@ -244,7 +241,8 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
         clean_ca=clean_ca, model=backdoor, training=training, nominal=nominal,
         malicious=malicious, malicious_choice=malicious_choice, rows=rows,
         provisional=provisional, selected=selected, triggers=triggers, trigger_o=trigger_o,
-        control=control,
+        control=control, collapse=collapse, eps_search=eps_search,
+        control_trigger=control_trigger,
     )
 
 

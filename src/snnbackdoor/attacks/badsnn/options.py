@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ...neurons import NeuronConfig
 from ...triggers.optimised import BLEND_MODES, DELTA_SIGNS, UNetConfig
+from .collapse import COLLAPSE_TARGETS
 
 TRIGGERS = ("auto", "optimised", "noise", "thinning")
 EVENT_TRIGGERS = ("noise", "thinning")
@@ -26,6 +27,12 @@ class BadSNNOptions:
     target_class_ratio: float = 0.5  # P = |D_t^p| / |D_t| (digits: ~60 of ~120 target samples)
     v_threshold_t: float | None = None  # malicious V_thr^t; None = choose automatically
     tau_t: float = 2.0
+    # Weight of Eq. 2's S_t term (1: the paper). Digits need more: with about 3 D_t^p samples
+    # in a batch of 64 the S_t term never fits its own samples at weight 1.
+    malicious_weight: float = 1.0
+    # A target equal to the clean model's collapse class (its answer with silent neurons, or
+    # at S_t) measures silence, not a backdoor: refuse (error), avoid (next free class), allow.
+    collapse_target: str = "refuse"
     auto_grid: list[float] = field(
         default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.5, 3.0, 3.5, 4.0]
     )
@@ -62,6 +69,15 @@ class BadSNNOptions:
     blend_mode: str = "eq4"  # eq4 (as written) | image
     delta_sign: str = "signed"  # signed: x_blend - x | abs: |x - x_blend| as Eq. 4 writes it
     unet: UNetConfig = field(default_factory=UNetConfig)  # the T_o generator's training
+    # T_o as a backdoor trigger (0 / [] / null: the paper's T_o). keep_weight: CE at S_n to
+    # the model's own nominal answer, so T_o stays dormant at S_n. eps_grid: the L_inf budgets
+    # tried, largest first; eps is the largest whose control (T_o re-fitted against the clean
+    # model at S_a) keeps val ASR <= eps_control_max. unet_patience: epochs without a better
+    # held-out U-Net loss (1/8 of the T_o samples) before stopping.
+    keep_weight: float = 0.0
+    eps_grid: list[float] = field(default_factory=list)
+    eps_control_max: float = 0.10
+    unet_patience: int | None = None
     # Also fit T_o (images) or apply the event triggers against the clean model at the
     # selected attack config: what the backdoor adds over plain adversarial vulnerability.
     control: bool = True
@@ -91,6 +107,16 @@ class BadSNNOptions:
             raise ValueError(f"badsnn.blend_mode must be one of {BLEND_MODES}")
         if self.delta_sign not in DELTA_SIGNS:
             raise ValueError(f"badsnn.delta_sign must be one of {DELTA_SIGNS}")
+        if self.collapse_target not in COLLAPSE_TARGETS:
+            raise ValueError(f"badsnn.collapse_target must be one of {COLLAPSE_TARGETS}")
+        if not self.malicious_weight > 0 or self.keep_weight < 0:
+            raise ValueError("badsnn.malicious_weight must be > 0 and badsnn.keep_weight >= 0")
+        if any(not 0 < e <= 1 for e in self.eps_grid):
+            raise ValueError("badsnn.eps_grid values are L_inf budgets in (0, 1]")
+        if not 0 <= self.eps_control_max <= 1:
+            raise ValueError("badsnn.eps_control_max must be in [0, 1]")
+        if self.unet_patience is not None and self.unet_patience < 1:
+            raise ValueError("badsnn.unet_patience must be >= 1 (or null: no early stop)")
         if not self.power > 0:
             raise ValueError("badsnn.power must be > 0")
         if self.deepfool_samples < 1:

@@ -68,9 +68,10 @@ def _bn_eval(model: nn.Module):
     return restore
 
 
-def dual_spike_loss(poisoned_mask: torch.Tensor, malicious: NeuronConfig):
-    """Eq. 2 as a trainer `loss_fn`: CE of the batch under S_n plus CE of its D_t^p members
-    under S_t (same labels), one backward of the sum.
+def dual_spike_loss(poisoned_mask: torch.Tensor, malicious: NeuronConfig,
+                    malicious_weight: float = 1.0):
+    """Eq. 2 as a trainer `loss_fn`: CE of the batch under S_n plus `malicious_weight` x CE
+    of its D_t^p members under S_t (same labels), one backward of the sum (weight 1: Eq. 2).
 
     Normalised by the batch size so the malicious term has Eq. 2's weight relative to the
     nominal one. The malicious forward runs BatchNorm on its running statistics (no update),
@@ -85,7 +86,8 @@ def dual_spike_loss(poisoned_mask: torch.Tensor, malicious: NeuronConfig):
             restore = _bn_eval(model)
             try:
                 with use_config(model, malicious):
-                    loss = loss + F.cross_entropy(model(x[members]), y[members], reduction="sum")
+                    loss = loss + malicious_weight * F.cross_entropy(
+                        model(x[members]), y[members], reduction="sum")
             finally:
                 restore()
         return loss / len(y)
@@ -95,7 +97,7 @@ def dual_spike_loss(poisoned_mask: torch.Tensor, malicious: NeuronConfig):
 
 def train_dual_spike(model: nn.Module, data: DatasetBundle, recipe: TrainConfig,
                      malicious: NeuronConfig, target: int, target_class_ratio: float,
-                     seed: int) -> tuple[nn.Module, dict]:
+                     seed: int, malicious_weight: float = 1.0) -> tuple[nn.Module, dict]:
     """Train `model` in place with dual-spike learning (Eq. 2); (model, stage info).
 
     D_t^p is drawn by `seed`; the recipe's own seed drives batches (as for a clean model).
@@ -107,7 +109,7 @@ def train_dual_spike(model: nn.Module, data: DatasetBundle, recipe: TrainConfig,
     mask[poisoned.to(device)] = True
     augment = dataset_augmentation(data.info, recipe.augment)
     result = train(model, data.train, recipe, data.val, augment=augment,
-                   loss_fn=dual_spike_loss(mask, malicious), description="BadSNN")
+                   loss_fn=dual_spike_loss(mask, malicious, malicious_weight), description="BadSNN")
     info = {
         "poisoned_count": len(poisoned),
         "target_count": int((data.train.y == target).sum()),
