@@ -12,9 +12,17 @@ from snnbackdoor.cli import main
 from snnbackdoor.detectors.model_base import ModelScore, mad_anomaly
 from snnbackdoor.detectors.neuron_scan import class_evidence, class_rates
 from snnbackdoor.detectors.tmpbd import gamma_p_values
+from snnbackdoor.models import build_model
 from snnbackdoor.scanning import ScanResult, scan_model
 
 SCANNERS = {"tmpbd", "trigger_inversion", "neuron_scan"}
+
+
+@pytest.fixture(scope="module")
+def net():
+    """An untrained digits_net (the statistics' contracts need no training)."""
+    torch.manual_seed(0)
+    return build_model("digits_net", num_classes=10, in_channels=1, image_size=16, T=2)
 
 
 def test_scanners_are_their_own_kind_and_listed_apart():
@@ -29,9 +37,9 @@ def test_scanners_are_their_own_kind_and_listed_apart():
                                            ("tmpbd", {"stepz": 3}),
                                            ("trigger_inversion", {"steps": 0}),
                                            ("neuron_scan", {"powers": [-1.0]})])
-def test_bad_options_fail_before_any_work(name, options, clean_digits_model):
+def test_bad_options_fail_before_any_work(name, options, net):
     with pytest.raises(ValueError):
-        registry.lookup("scanner", name)(clean_digits_model, None, options)
+        registry.lookup("scanner", name)(net, None, options)
 
 
 def test_gamma_p_value_singles_out_an_outlying_margin():
@@ -82,8 +90,8 @@ def test_verdict_is_any_fixed_rule_and_target_the_strongest_flag():
     assert loud.as_dict()["detectors"]["b"]["flagged"] is True
 
 
-def test_data_free_scanner_runs_without_data(clean_digits_model):
-    result = scan_model(clean_digits_model, None, options={"tmpbd": {"steps": 3}})
+def test_data_free_scanner_runs_without_data(net):
+    result = scan_model(net, None, options={"tmpbd": {"steps": 3}})
     assert list(result.detectors) == ["tmpbd"]  # the others need the clean subset
     assert 0 <= result.detectors["tmpbd"].target < 10
     assert len(result.detectors["tmpbd"].info["margins"]) == 10

@@ -35,9 +35,13 @@ def scan_path(path: str | Path, data: str | None = None, seed: int = 0,
     options = dataset.get("options") or {} if name == dataset.get("name") else {}
     bundle = load_dataset(name, root, **options)
     spec = getattr(model, "spec", None)
-    if spec is not None and spec.num_classes != bundle.info.num_classes:
-        raise UserError(f"{file} has {spec.num_classes} classes but {name} has "
-                        f"{bundle.info.num_classes}; pass the dataset it was trained on")
+    if spec is not None and (spec.num_classes != bundle.info.num_classes or (
+            bundle.info.kind == "image" and (spec.in_channels, spec.image_size) != (
+                bundle.info.shape[0], bundle.info.shape[-1]))):
+        raise UserError(f"{file} is a {spec.num_classes}-class model for {spec.in_channels}x"
+                        f"{spec.image_size}x{spec.image_size} inputs, but {name} gives "
+                        f"{bundle.info.num_classes} classes of {bundle.info.shape}; pass the "
+                        "dataset (and its options) it was trained on")
     subset = defender_subset(bundle.train, DEFENDER_FRACTION, seed).to(device)
     result = scan_model(model, subset, seed=seed, num_classes=bundle.info.num_classes)
     record = {**result.as_dict(), "model": str(file), "dataset": name,

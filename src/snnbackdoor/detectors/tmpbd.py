@@ -18,6 +18,7 @@ import torch
 from scipy import stats
 
 from ..config import check_range
+from ..training import channels_last_layout
 from ..util import eval_mode
 from .model_base import ModelScore, ScanJob, scanner
 
@@ -47,7 +48,7 @@ def max_margins(model, num_classes: int, shape: tuple, opts: TMPBDOptions,
     classes = torch.arange(num_classes).repeat_interleave(opts.restarts).to(device)
     raw = torch.randn(len(classes), *shape, generator=generator).to(device).requires_grad_(True)
     optimiser = torch.optim.Adam([raw], lr=opts.lr)
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), channels_last_layout(model), torch.enable_grad():
         for _ in range(opts.steps):
             margin = _margin(model(torch.sigmoid(raw)), classes)
             optimiser.zero_grad()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import check_range
+from ..training import channels_last_layout
 from ..util import eval_mode
 from .model_base import ModelScore, ScanJob, mad_anomaly, scanner
 
@@ -50,7 +51,7 @@ def invert_triggers(model, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     pools = [torch.nonzero(y != k).flatten() for k in range(num_classes)]
     classes = torch.arange(num_classes, device=device).repeat_interleave(opts.samples)
     optimiser = torch.optim.Adam([mask_raw, pattern_raw], lr=opts.lr, betas=(0.5, 0.9))
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), channels_last_layout(model), torch.enable_grad():
         for _ in range(opts.steps):
             index = torch.cat([p[torch.randint(len(p), (opts.samples,), generator=generator)]
                                for p in pools])
