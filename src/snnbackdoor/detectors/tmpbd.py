@@ -5,8 +5,10 @@ Per class k, an input is optimised (through the surrogate gradients) to maximise
 of k's time-averaged output potential over the best other class. A backdoor target is an
 easy class to push an input into, so its maximum margin is an outlier: a gamma distribution
 is fitted to the other classes' margins and the model is flagged when k's upper-tail
-p-value is below `alpha` (the paper's fixed rule). Our readout is a non-firing integrator,
-so its time-mean (the logits) is the last layer's temporal membrane potential.
+p-value is below `alpha` (the paper's fixed rule), divided by the number of classes since
+the smallest of K p-values is tested (Bonferroni; `bonferroni: false` is the paper's
+rule). Our readout is a non-firing integrator, so its time-mean (the logits) is the last
+layer's temporal membrane potential.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class TMPBDOptions:
     lr: float = 0.1
     restarts: int = 2  # random starts per class; the best margin counts
     alpha: float = 0.05  # flag when the smallest p-value is below this
+    # The smallest of K p-values is tested, so alpha is divided by K (Bonferroni); False is
+    # the paper's rule as written (about one clean digits model in four flagged, measured).
+    bonferroni: bool = True
 
     def __post_init__(self) -> None:
         check_range("tmpbd.steps", self.steps, 1, 100_000)
@@ -88,6 +93,7 @@ def tmpbd(job: ScanJob) -> ModelScore:
     p = gamma_p_values(margins)
     k = min(range(len(p)), key=p.__getitem__)
     score = -math.log10(max(p[k], 1e-300))
-    return ModelScore(score=score, target=k, threshold=-math.log10(opts.alpha),
+    alpha = opts.alpha / job.num_classes if opts.bonferroni else opts.alpha
+    return ModelScore(score=score, target=k, threshold=-math.log10(alpha),
                       info={"margins": [round(float(m), 4) for m in margins],
                             "p_values": [float(v) for v in p], "p_min": p[k]})

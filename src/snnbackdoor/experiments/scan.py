@@ -142,4 +142,6 @@ def run_scan(config: ScanExperiment, run: RunDir) -> dict:
 def _scan(config: ScanExperiment, model, subset, member: dict, info: dict) -> dict:
     result = scan_model(model, subset, detectors=config.scanners,
                         options=config.scanner_options, seed=member["seed"])
-    return {**member, "model": info, **result.as_dict()}
+    record = result.as_dict()
+    return {**member, "model": info, "verdict": record["verdict"],
+            "suspected": record["target"], "detectors": record["detectors"]}
