@@ -95,3 +95,23 @@ def test_data_free_scanner_runs_without_data(net):
     assert list(result.detectors) == ["tmpbd"]  # the others need the clean subset
     assert 0 <= result.detectors["tmpbd"].target < 10
     assert len(result.detectors["tmpbd"].info["margins"]) == 10
+
+
+def test_neuron_scan_names_a_dual_spike_target_and_passes_the_clean_model(
+        digits, clean_digits_model):
+    """BadSNN's dual-spike model (same recipe as the clean fixture, target 7) is flagged
+    with its target; the clean model is not (the level was set on other clean models)."""
+    from snnbackdoor import NeuronConfig, TrainConfig, defender_subset, train_dual_spike
+    from snnbackdoor.experiments.base import ModelConfig, model_spec
+    from snnbackdoor.training import seed_everything
+
+    seed_everything(0)
+    backdoored = build_model(model_spec(ModelConfig(), digits.info))
+    train_dual_spike(backdoored, digits, TrainConfig(epochs=6, batch_size=64, lr=3e-3,
+                                                     progress=False),
+                     NeuronConfig(1.6, 2.0), target=7, target_class_ratio=0.5, seed=0)
+    subset = defender_subset(digits.train, 0.1, seed=0)
+    scan = registry.lookup("scanner", "neuron_scan")
+    found = scan(backdoored, subset)
+    assert found.flagged and found.target == 7
+    assert not scan(clean_digits_model, subset).flagged
