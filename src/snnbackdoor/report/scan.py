@@ -121,17 +121,21 @@ def scan_figure(result: dict, path: Path, title: str = "") -> Path:
     """The figure of one scan: per scanner, its per-class statistic with the suspected
     target marked, and the score against the scanner's level in the title."""
     plt = pyplot()
-    panels = {"tmpbd": ("margins", "max output-potential margin"),
-              "trigger_inversion": ("mask_l1", "inverted mask L1 (pixels)"),
-              "neuron_scan": ("evidence", "own-margin lead under probes")}
+    # scanner -> (per-class statistic in info, axis label, whether the score's level is on
+    # the same scale as the bars)
+    panels = {"tmpbd": ("margins", "max output-potential margin", False),
+              "trigger_inversion": ("mask_l1", "inverted mask L1 (pixels)", False),
+              "neuron_scan": ("evidence", "own-margin lead under probes", True)}
     names = [n for n in result["detectors"] if n in panels] or list(result["detectors"])
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         det = result["detectors"][name]
-        key, label = panels.get(name, ("", ""))
+        key, label, same_scale = panels.get(name, ("", "", False))
         values = det["info"].get(key) or []
         colors = ["C3" if k == det["target"] else "C0" for k in range(len(values))]
         ax.bar(range(len(values)), values, color=colors)
+        if same_scale:
+            ax.axhline(det["threshold"], ls="--", color="k", lw=0.8)
         flag = "flagged" if det["flagged"] else "not flagged"
         ax.set_title(f"{name}: {det['score']:.2f} vs {det['threshold']:.2f} ({flag})",
                      fontsize=9)
