@@ -4,8 +4,9 @@ suspected target is the true one.
 
 Every model and every model's scan is its own resumable stage (`models/<member>`,
 `scan_<member>`); the tables are written from the stages at the end (report/scan.py).
-BadSNN members need only the dual-spike model (its public stage `train_dual_spike`),
-scanned at the nominal config it was trained at; the baselines run through the registry.
+BadSNN members need only the dual-spike model (its public stage `train_dual_spike`), shipped
+at an attack config chosen on clean validation accuracy alone (`_shipped`); the baselines
+run through the registry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..attacks.badsnn import train_dual_spike
 from ..attacks.base import AttackSetup, measure
 from ..config import ConfigError, check_range
 from ..io import atomic_write_json
-from ..neurons import NeuronConfig
+from ..neurons import NeuronConfig, set_neuron_params
 from ..registry import get, names
 from ..report.scan import render_scan, score_rows
 from ..rundir import RunDir
@@ -128,7 +129,7 @@ def run_scan(config: ScanExperiment, run: RunDir) -> dict:
         subset = data.train.subset(defender_index(data.train.y, config.defender_fraction,
                                                   member["seed"], None))
         run.stage(f"scan_{name}", lambda m=model, s=subset, mb=member, i=info: _scan(
-            config, m, s, mb, i))
+            config, *_shipped(config, m, data, mb), s, mb, i))
     rows = score_rows(population, {m["member"]: run.stages[f"scan_{m['member']}"]
                                    for m in population})
     atomic_write_json(run.path / "scores.json", {"rows": rows})
@@ -139,9 +140,25 @@ def run_scan(config: ScanExperiment, run: RunDir) -> dict:
     return metrics
 
 
-def _scan(config: ScanExperiment, model, subset, member: dict, info: dict) -> dict:
+def _shipped(config: ScanExperiment, model, data, member: dict) -> tuple:
+    """The model as its attacker ships it, and where: a BadSNN member at the attack config
+    S_a = the largest V_thr^a of its grid whose val CA stays within `ca_tolerance` of the
+    nominal one (a choice on clean validation data only: no trigger is fitted here)."""
+    if member["attack"] != "badsnn":
+        return model, None
+    opts = config.badsnn_options()
+    base = evaluate(model, data.val)
+    fine = [v for v in sorted(opts.v_thresholds_a)
+            if evaluate(model, data.val, neuron_config=NeuronConfig(v)) >= base - opts.ca_tolerance]
+    v_a = max(fine, default=None)
+    if v_a is not None:
+        set_neuron_params(model, v_threshold=v_a)
+    return model, {"v_threshold": v_a, "val_base_ca": base}
+
+
+def _scan(config: ScanExperiment, model, deployed, subset, member: dict, info: dict) -> dict:
     result = scan_model(model, subset, detectors=config.scanners,
                         options=config.scanner_options, seed=member["seed"])
     record = result.as_dict()
-    return {**member, "model": info, "verdict": record["verdict"],
+    return {**member, "model": info, "deployed": deployed, "verdict": record["verdict"],
             "suspected": record["target"], "detectors": record["detectors"]}
