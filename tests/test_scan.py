@@ -3,6 +3,8 @@ their registration and options, and scan_model's verdict on real planted backdoo
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -95,6 +97,8 @@ def test_data_free_scanner_runs_without_data(net):
     assert list(result.detectors) == ["tmpbd"]  # the others need the clean subset
     assert 0 <= result.detectors["tmpbd"].target < 10
     assert len(result.detectors["tmpbd"].info["margins"]) == 10
+    # the smallest of 10 p-values is tested: alpha 0.05 / 10 (Bonferroni)
+    assert result.detectors["tmpbd"].threshold == pytest.approx(-math.log10(0.005))
 
 
 def test_neuron_scan_names_a_dual_spike_target_and_passes_the_clean_model(
