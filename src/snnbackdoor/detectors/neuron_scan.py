@@ -4,7 +4,7 @@ defender's clean subset, and look for one class that survives the loss of spikes
 BadSNN's dual-spike training teaches the target class under a malicious neuron config
 where a clean model is lost, so when V_thr or tau rises (or the input power q lowers the
 input) the target's own inputs keep a margin while every other class loses its own. A clean
-model also ends on one class when its neurons fall silent (its collapse class, PAPERS.md 7),
+model also ends on one class when its neurons fall silent (its collapse class, docs/methods.md 7),
 but it wins there by a constant bias, not by its inputs: the statistic scores a class by
 the mean margin of its own clean inputs (in units of the deployed model's mean margin) minus
 the best other class's, at every probed config; the score is its largest value. No
