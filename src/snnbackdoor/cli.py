@@ -385,7 +385,7 @@ def scan(path: str, data: str | None, seed: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object keyed by kind.")
 def list_components(kind: str | None, as_json: bool) -> None:
     """Every registered component (model, dataset, trigger, attack, defense, detector,
-    experiment), with its one-line description and options; KIND narrows it to one kind."""
+    scanner, experiment), with its one-line description and options; KIND narrows it to one kind."""
     from .registry import describe
 
     table = describe(kind)
