@@ -25,11 +25,13 @@ from .attacks.poisoning import poison_split
 from .checkpoint import load_model, save_model
 from .data import DatasetBundle, load_dataset
 from .defenses.base import Repaired
+from .detectors.model_base import ModelScore
 from .detectors.scoring import Scores, detection_report
 from .experiments.base import RunResult, run_experiment
 from .models import SpikingClassifier, build_model
 from .neurons import NeuronConfig, count_spikes, neuron_params, set_neuron_params
 from .registry import register
+from .scanning import ScanResult, scan_model
 from .training import TrainConfig, evaluate, predict, train
 
 __all__ = [
@@ -38,9 +40,11 @@ __all__ = [
     "BadSNNOptions",
     "BadSNNResult",
     "DatasetBundle",
+    "ModelScore",
     "NeuronConfig",
     "Repaired",
     "RunResult",
+    "ScanResult",
     "Scores",
     "SpikingClassifier",
     "TrainConfig",
@@ -69,6 +73,7 @@ __all__ = [
     "run_badsnn_stages",
     "run_experiment",
     "save_model",
+    "scan_model",
     "select_attack_config",
     "set_neuron_params",
     "train",

@@ -363,12 +363,29 @@ def datasets(root: str | None) -> None:
             click.echo(f"\n[{name}]\n{entry.layout}")
 
 
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--data", default=None, help="Dataset the model is for (default: the run's).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the defender's subset.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: verdict, target, "
+              "detectors.")
+def scan(path: str, data: str | None, seed: int, as_json: bool) -> None:
+    """Is this model backdoored? Run every model-level detector on PATH (a model file or a
+    badsnn/train run directory), print a verdict, write scan.json and a figure beside it."""
+    from .scan_command import scan_json, scan_path, scan_text
+
+    record, written = scan_path(path, data, seed)
+    click.echo(scan_json(record) if as_json else scan_text(record))
+    if not as_json:
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
 @main.command(name="list")
 @click.argument("kind", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object keyed by kind.")
 def list_components(kind: str | None, as_json: bool) -> None:
     """Every registered component (model, dataset, trigger, attack, defense, detector,
-    experiment), with its one-line description and options; KIND narrows it to one kind."""
+    scanner, experiment), with its one-line description and options; KIND narrows it to one kind."""
     from .registry import describe
 
     table = describe(kind)

@@ -26,7 +26,8 @@ KINDS: dict[str, str] = {
     "trigger": "pure trigger transforms (frozen dataclasses called on a batch)",
     "attack": "(AttackSetup, options) -> AttackOutcome",
     "defense": "repairs: (model, defender subset, options, seed, ...) -> Repaired",
-    "detector": "scores per input or per model, never verdicts chosen on attack data",
+    "detector": "input-level: scores per input, never verdicts chosen on attack data",
+    "scanner": "model-level detectors: a score and a suspected target class per model",
     "experiment": "config kinds: `kind: <name>` in a YAML config",
 }
 BUILTIN_PACKAGES = (

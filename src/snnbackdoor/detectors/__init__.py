@@ -7,6 +7,8 @@ defender's clean subset. `detection_report(scores)` is the one place scores beco
 `detection_rate` (at the false-rejection rate fitted on the clean subset) and `auroc`.
 """
 
+from .model_base import ModelScore, ScanJob, scanner
+from .neuron_scan import NeuronScanOptions
 from .scoring import Scores, auroc, detection_report, frr_threshold
 from .spectral import (
     SpectralOptions,
@@ -18,8 +20,16 @@ from .spectral import (
 )
 from .spike_stats import SpikeStatsDetector, SpikeStatsOptions, spike_statistics, spike_stats_detect
 from .strip import STRIPOptions, strip_detect, strip_entropy
+from .tmpbd import TMPBDOptions
+from .trigger_inversion import TriggerInversionOptions
 
 __all__ = [
+    "ModelScore",
+    "NeuronScanOptions",
+    "ScanJob",
+    "TMPBDOptions",
+    "TriggerInversionOptions",
+    "scanner",
     "STRIPOptions",
     "Scores",
     "SpectralOptions",

@@ -12,12 +12,14 @@ from ..io import FileFormatError
 from .badsnn import render_badsnn
 from .neuromorphic import render_neuromorphic
 from .rules import render_rules
+from .scan import render_scan
 from .table2 import render_table2
 
 RENDERERS = {
     "badsnn": render_badsnn,
     "neuromorphic": render_neuromorphic,
     "rules": render_rules,
+    "scan": render_scan,
     "table2": render_table2,
 }
 """Experiment kind -> renderer `(run_dir) -> written paths`; `train` runs have no report."""
@@ -35,4 +37,4 @@ def render(run_dir: str | Path) -> list[Path]:
 
 
 __all__ = ["RENDERERS", "render", "render_badsnn", "render_neuromorphic", "render_rules",
-           "render_table2"]
+           "render_scan", "render_table2"]
