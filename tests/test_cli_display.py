@@ -47,3 +47,15 @@ def test_sweep_draws_its_figure(tmp_path):
     assert result.exit_code == 0, result.output
     png = tmp_path / "sweep.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and f"figure: {png}" in result.output
+
+
+def test_demo_set_changes_one_key_of_the_demo_section():
+    """`demo --set badsnn.unet.eps=0.3` keeps the demo's other BadSNN settings (not the
+    paper's defaults the section would fall back to)."""
+    from snnbackdoor.experiments.badsnn import demo_config, demo_options
+
+    config = demo_config(2, ["badsnn.unet.eps=0.3", "train.epochs=3"])
+    assert config.badsnn.unet.eps == 0.3
+    assert config.badsnn.target_class_ratio == demo_options().target_class_ratio == 1.0
+    assert config.badsnn.unet.epochs == demo_options().unet.epochs
+    assert (config.train.epochs, config.train.seed, config.seed) == (3, 2, 2)

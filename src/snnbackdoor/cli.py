@@ -267,11 +267,11 @@ def demo(out: str | None, seed: int, overrides: tuple[str, ...],
          tensorboard: str | None) -> None:
     """BadSNN end to end on the embedded digits: clean and backdoored SNNs, T_p and T_o,
     attack-config search, control on the clean model; writes metrics.json and report.md."""
-    from .experiments.base import parse_config, run_experiment
+    from .experiments.badsnn import demo_config
+    from .experiments.base import run_experiment
     from .report.badsnn import table1
 
-    config = parse_config({"kind": "badsnn", "name": "demo", "seed": seed},
-                          display_overrides(overrides, tensorboard))
+    config = demo_config(seed, display_overrides(overrides, tensorboard))
     result = run_experiment(config, out or "runs/demo")
     metrics = result.metrics
     click.echo(table1(metrics, metrics["grid"]))

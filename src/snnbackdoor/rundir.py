@@ -62,7 +62,7 @@ def _check_stages(stages: dict, path: Path) -> dict:
     return stages
 
 
-DISPLAY_KEYS = ("progress", "tensorboard")  # change what is shown or logged, never results
+DISPLAY_KEYS = ("progress", "tensorboard", "deviation_notes")  # shown or logged, never results
 
 
 def results_view(config):

@@ -32,6 +32,7 @@ from ..attacks.badsnn.stages import attack_grid
 from ..attacks.base import AttackSetup
 from ..attacks.poisoning import apply_in_batches
 from ..checkpoint import save_model
+from ..config import to_dict
 from ..metrics import event_count_change, perturbation_stats
 from ..neurons import NeuronConfig, count_spikes, use_config
 from ..report.badsnn import EXAMPLES_FILE, render_badsnn
@@ -47,6 +48,7 @@ from .base import (
     dataset_from_config,
     model_warning,
     new_model,
+    parse_config,
     register_experiment,
     train_clean,
     warnings_of,
@@ -242,3 +244,12 @@ def run_badsnn(config: BadSNNExperiment, run: RunDir) -> dict:
     run.write_metrics(metrics)
     render_badsnn(run.path)
     return metrics
+
+
+def demo_config(seed: int, overrides=()) -> BadSNNExperiment:
+    """The demo's config; `--set badsnn.X` / `train.X` change one key of the demo's sections
+    instead of replacing a section with the paper's defaults."""
+    demo = BadSNNExperiment()
+    base = {"kind": "badsnn", "name": "demo", "seed": seed,
+            "badsnn": to_dict(demo.badsnn), "train": to_dict(demo.train) | {"seed": None}}
+    return parse_config(base, list(overrides))
