@@ -1,13 +1,14 @@
 """Renders a `kind: neuromorphic` run directory: `table.csv`, `report.md`,
-`figures/frames.png` (clean vs triggered frames over time, every trigger) and one animated
-`figures/frames_<label>.gif` per trigger. Reads only the run directory."""
+`figures/frames.png` (clean vs triggered frames over time, every trigger), one animated
+`figures/frames_<label>.gif` per trigger and, for an entry chosen by `select:`, its
+validation ASR-SSIM trade-off `figures/tradeoff_<label>.png`. Reads only the run directory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..io import atomic_write_text, write_csv
-from .frames import animate_frames, load_sample, plot_frames
+from .frames import animate_frames, load_sample, plot_frames, pyplot, save_figure
 from .tables import TABLE_COLUMNS, fmt, pct, read_run, table_rows, warnings_block
 
 SAMPLE_FILE = "frames_sample.safetensors"
@@ -52,6 +53,7 @@ def report_markdown(config: dict, metrics: dict) -> str:
         "frames (range: the clean sample's max count); event count change: relative change "
         "of the total count per sample.",
         "",
+        *selection_lines(metrics),
         "![clean and triggered frames](figures/frames.png)",
         "",
         "Clean vs triggered event stream over time (ON red, OFF blue):",
@@ -60,6 +62,57 @@ def report_markdown(config: dict, metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def selection_lines(metrics: dict) -> list[str]:
+    """Markdown of every `select:` entry: its candidates on validation and the kept value."""
+    lines: list[str] = []
+    for label, info in metrics["attacks"].items():
+        sel = info.get("selection")
+        if not sel:
+            continue
+        option = sel["option"]
+        lines += [
+            f"`{label}`: {option} chosen on the validation split, the highest validation ASR "
+            f"at validation SSIM >= {sel['ssim_floor']:g}; kept {option} = {sel['kept']:g} "
+            "(the table's row is that model on the test split).",
+            "",
+            f"| {option} | val asr | val ca | val ssim | val mse |",
+            "| --- | --- | --- | --- | --- |",
+            *(f"| {row[option]:g}{' (kept)' if row[option] == sel['kept'] else ''} | "
+              f"{pct(row['val_asr'])} | {pct(row['val_ca'])} | {fmt(row['val_ssim'])} | "
+              f"{fmt(row['val_mse'], 5)} |" for row in sel["candidates"]),
+            "",
+            f"![{label} ASR-SSIM trade-off](figures/tradeoff_{label}.png)",
+            "",
+        ]
+    return lines
+
+
+def plot_tradeoff(selection: dict, path: Path, title: str = "") -> Path:
+    """Validation ASR against validation SSIM, one point per candidate, the floor dashed."""
+    plt = pyplot()
+    option, rows = selection["option"], selection["candidates"]
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ssim = [row["val_ssim"] for row in rows]
+    asr = [100 * row["val_asr"] for row in rows]
+    ax.plot(ssim, asr, "o-", color="tab:blue")
+    for row, x, y in zip(rows, ssim, asr):
+        kept = row[option] == selection["kept"]
+        ax.annotate(f"{option} {row[option]:g}", (x, y), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8, fontweight="bold" if kept else "normal")
+        if kept:
+            ax.plot([x], [y], "o", markersize=11, fillstyle="none", color="tab:red")
+    ax.axvline(selection["ssim_floor"], color="gray", linestyle="--", linewidth=1,
+               label=f"SSIM floor {selection['ssim_floor']:g}")
+    ax.set_xlabel("SSIM, clean vs triggered (validation)")
+    ax.set_ylabel("ASR (%, validation)")
+    ax.set_ylim(-2, 102)
+    ax.legend(loc="lower left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def render_neuromorphic(run_dir: str | Path) -> list[Path]:
@@ -73,5 +126,8 @@ def render_neuromorphic(run_dir: str | Path) -> list[Path]:
     paths.append(plot_frames(clean, triggered, figures / "frames.png", config["figure_bins"]))
     paths += [animate_frames(clean, {label: frames}, figures / f"frames_{label}.gif")
               for label, frames in triggered.items()]
+    paths += [plot_tradeoff(info["selection"], figures / f"tradeoff_{label}.png",
+                            f"{config['name']}: {label}")
+              for label, info in metrics["attacks"].items() if info.get("selection")]
     paths.append(atomic_write_text(run_dir / "report.md", report_markdown(config, metrics)))
     return paths
