@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snnbackdoor.config import ConfigError
+from snnbackdoor.experiments.base import parse_config
 from snnbackdoor.experiments.neuromorphic import Selection, choose
 from snnbackdoor.triggers import MovingTrigger, SmartTrigger
 from snnbackdoor.triggers.base import build_trigger
@@ -78,3 +80,17 @@ def test_choose_keeps_the_most_effective_candidate_above_the_ssim_floor() -> Non
         Selection(values=[])
     with pytest.raises(ValueError, match="ssim_floor"):
         Selection(values=[0.1], ssim_floor=0.0)
+
+
+def test_a_trigger_entry_may_set_its_own_poisoning(tmp_path) -> None:
+    base = {"kind": "neuromorphic", "dataset": {"name": "ndigits", "options": {"T": 4}},
+            "model": {"name": "nmnist_net"}}
+    entry = {"kind": "dynamic", "poison_ratio": 1.0,
+             "select": {"values": [0.05, 0.1], "ssim_floor": 0.9}}
+    config = parse_config({**base, "triggers": [entry]})
+    assert config.triggers[0].poison_ratio == 1.0 and config.attack.poison_ratio == 0.1
+    assert config.triggers[0].select.values == [0.05, 0.1]
+    with pytest.raises(ConfigError, match="poison_ratio"):
+        parse_config({**base, "triggers": [{**entry, "poison_ratio": 0.0}]})
+    with pytest.raises(ConfigError, match="gamma"):  # every candidate value is checked early
+        parse_config({**base, "triggers": [{**entry, "select": {"values": [0.1, 3.0]}}]})

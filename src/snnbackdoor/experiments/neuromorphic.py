@@ -84,9 +84,12 @@ class TriggerEntry:
     attack: str | None = None  # table's attack column; defaults to sneaky_spikes / flashy
     options: dict = field(default_factory=dict)
     select: Selection | None = None  # choose one option on validation (e.g. gamma)
+    poison_ratio: float | None = None  # this entry's poisoning; None: attack.poison_ratio
 
     def __post_init__(self) -> None:
         check_trigger_options(self.kind, self.options, TRIGGER_KINDS)
+        if self.poison_ratio is not None and not 0 < self.poison_ratio <= 1:
+            raise ValueError(f"trigger poison_ratio must be in (0, 1], got {self.poison_ratio}")
         for value in self.select.values if self.select else ():
             check_trigger_options(self.kind, {**self.options, self.select.option: value},
                                   TRIGGER_KINDS)
@@ -152,7 +155,8 @@ class NeuromorphicExperiment(ExperimentConfig):
 # --------------------------------------------------------------------------- stages
 
 
-def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device) -> AttackSetup:
+def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device,
+           poison_ratio: float | None = None) -> AttackSetup:
     """The attack protocol's input; every trigger's model starts from the same weights."""
 
     def build_model():
@@ -160,8 +164,8 @@ def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device) -> Attac
         return new_model(config, data.info, device)
 
     a = config.attack
-    return AttackSetup(data, build_model, config.train, a.target, a.poison_ratio, config.seed,
-                       device)
+    ratio = a.poison_ratio if poison_ratio is None else poison_ratio
+    return AttackSetup(data, build_model, config.train, a.target, ratio, config.seed, device)
 
 
 def _attack(entry: TriggerEntry, options: dict, clean_label: bool) -> tuple[str, dict]:
@@ -177,7 +181,8 @@ def _candidate_stage(config: NeuromorphicExperiment, entry: TriggerEntry, option
     """Train one attacked model with `options`; its validation ASR, CA and SSIM (no test)."""
     target = config.attack.target
     name, attack_options = _attack(entry, options, config.attack.clean_label)
-    outcome = lookup("attack", name)(_setup(config, data, device), attack_options)
+    outcome = lookup("attack", name)(_setup(config, data, device, entry.poison_ratio),
+                                     attack_options)
     if entry.learned:
         outcome.trigger.save(run.path / f"trigger_{stem}.safetensors")
     val = measure(outcome.model, data.val, outcome.trigger, target)
@@ -194,8 +199,9 @@ def _test_info(config: NeuromorphicExperiment, entry: TriggerEntry, model, trigg
     scores = measure(model, data.test, trigger, target)
     stealth = stealth_metrics(data.test, trigger, target, config.stealth_samples)
     baseline = measure(clean_model, data.test, trigger, target)
-    return {"attack": entry.attack, "trigger": entry.kind, **info, **scores, **stealth,
-            "asr_clean_model": baseline["asr"]}
+    ratio = config.attack.poison_ratio if entry.poison_ratio is None else entry.poison_ratio
+    return {"attack": entry.attack, "trigger": entry.kind, "poison_ratio": ratio, **info,
+            **scores, **stealth, "asr_clean_model": baseline["asr"]}
 
 
 def _load_trigger(entry: TriggerEntry, options: dict, stem: str, data: DatasetBundle,

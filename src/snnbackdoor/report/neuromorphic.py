@@ -34,20 +34,24 @@ def report_markdown(config: dict, metrics: dict) -> str:
         "Rates in percent; `val ca` on the validation split, every other column on the test "
         "split.",
         "",
-        "| attack | trigger | ca | val ca | asr | ssim | mse | ca drop (points) | event count "
-        "change | asr of the clean model | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| attack | trigger | poisoned | ca | val ca | asr | ssim | mse | ca drop (points) | "
+        "event count change | asr of the clean model | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, info in metrics["attacks"].items():
         change = info.get("event_count_change")
+        ratio = info.get("poison_ratio", a["poison_ratio"])
         lines.append(
-            f"| {info['attack']} | {label} | {pct(info['ca'])} | {pct(info.get('val_ca'))} | "
+            f"| {info['attack']} | {label} | {pct(ratio, 1)} | "
+            f"{pct(info['ca'])} | {pct(info.get('val_ca'))} | "
             f"{pct(info['asr'])} | {fmt(info['ssim'])} | {fmt(info['mse'], 5)} | "
             f"{pct(info['ca_drop'])} | "
             f"{'n/a' if change is None else f'{100 * change:+.1f}%'} | "
             f"{pct(info['asr_clean_model'])} | {fmt(info.get('train_seconds'), 1)} |")
     lines += [
         "",
+        "`poisoned`: % of the training split with the backdoor (relabelled, or for the "
+        "dynamic trigger given the poisoned twin term); "
         "`ca`: clean test accuracy of the backdoored model; `asr`: share of triggered "
         "non-target test samples classified as the target; `ssim`/`mse`: clean vs triggered "
         "frames (range: the clean sample's max count); event count change: relative change "
