@@ -13,6 +13,7 @@ the test split is measured once, on the kept candidate.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -187,9 +188,27 @@ def _candidate_stage(config: NeuromorphicExperiment, entry: TriggerEntry, option
         outcome.trigger.save(run.path / f"trigger_{stem}.safetensors")
     val = measure(outcome.model, data.val, outcome.trigger, target)
     stealth = stealth_metrics(data.val, outcome.trigger, target, config.stealth_samples)
-    return outcome.model, {"options": options, "val_ca": val["ca"], "val_asr": val["asr"],
-                           "val_ssim": stealth["ssim"], "val_mse": stealth["mse"],
-                           **outcome.info}
+    info = {"options": options, "val_ca": val["ca"], "val_asr": val["asr"],
+            "val_ssim": stealth["ssim"], "val_mse": stealth["mse"], **outcome.info}
+    if dataclasses.is_dataclass(outcome.trigger) and hasattr(outcome.trigger, "gamma"):
+        info["deploy_curve"] = _deploy_curve(config, outcome.model, outcome.trigger, data)
+    return outcome.model, info
+
+
+DEPLOY_FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
+"""Multiples of the trained gamma at which a learned trigger's validation curve is drawn."""
+
+
+def _deploy_curve(config: NeuromorphicExperiment, model, trigger, data: DatasetBundle) -> list:
+    """Validation ASR and SSIM of one trained model and generator, its pattern scaled by
+    each of `DEPLOY_FACTORS` (the trade-off without retraining; selection never uses it)."""
+    rows = []
+    for factor in DEPLOY_FACTORS:
+        scaled = dataclasses.replace(trigger, gamma=trigger.gamma * factor)
+        val = measure(model, data.val, scaled, config.attack.target)
+        stealth = stealth_metrics(data.val, scaled, config.attack.target, config.stealth_samples)
+        rows.append({"gamma": scaled.gamma, "val_asr": val["asr"], "val_ssim": stealth["ssim"]})
+    return rows
 
 
 def _test_info(config: NeuromorphicExperiment, entry: TriggerEntry, model, trigger: Trigger,
@@ -238,7 +257,8 @@ def _entry(config: NeuromorphicExperiment, entry: TriggerEntry, data: DatasetBun
                              "kept": options[select.option],
                              "candidates": [{select.option: r["options"][select.option],
                                              **{k: r[k] for k in ("val_asr", "val_ca",
-                                                                  "val_ssim", "val_mse")}}
+                                                                  "val_ssim", "val_mse")},
+                                             "deploy_curve": r.get("deploy_curve")}
                                             for r in rows]}
     return model, info, trigger
 

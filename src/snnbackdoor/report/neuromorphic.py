@@ -87,20 +87,40 @@ def selection_lines(metrics: dict) -> list[str]:
               f"{pct(row['val_asr'])} | {pct(row['val_ca'])} | {fmt(row['val_ssim'])} | "
               f"{fmt(row['val_mse'], 5)} |" for row in sel["candidates"]),
             "",
+            *_deploy_lines(sel),
             f"![{label} ASR-SSIM trade-off](figures/tradeoff_{label}.png)",
             "",
         ]
     return lines
 
 
+def _deploy_lines(sel: dict) -> list[str]:
+    """The kept candidate's pattern rescaled at test time (validation), if it has a curve."""
+    kept = next(row for row in sel["candidates"] if row[sel["option"]] == sel["kept"])
+    curve = kept.get("deploy_curve")
+    if not curve:
+        return []
+    return [
+        "The kept generator with its pattern rescaled at test time (validation; not used to "
+        "choose): " + ", ".join(f"{sel['option']} {c['gamma']:g}: ASR {pct(c['val_asr'], 1)}, "
+                                f"SSIM {fmt(c['val_ssim'])}" for c in curve) + ".",
+        "",
+    ]
+
+
 def plot_tradeoff(selection: dict, path: Path, title: str = "") -> Path:
-    """Validation ASR against validation SSIM, one point per candidate, the floor dashed."""
+    """Validation ASR against validation SSIM, one point per candidate, the floor dashed;
+    dotted: each candidate's trained pattern rescaled at test time."""
     plt = pyplot()
     option, rows = selection["option"], selection["candidates"]
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     ssim = [row["val_ssim"] for row in rows]
     asr = [100 * row["val_asr"] for row in rows]
-    ax.plot(ssim, asr, "o-", color="tab:blue")
+    for row in rows:  # each trained candidate's pattern rescaled at test time (dotted)
+        curve = row.get("deploy_curve") or []
+        ax.plot([c["val_ssim"] for c in curve], [100 * c["val_asr"] for c in curve], ":",
+                color="tab:gray", linewidth=1)
+    ax.plot(ssim, asr, "o-", color="tab:blue", label=f"trained at each {option}")
     for row, x, y in zip(rows, ssim, asr):
         kept = row[option] == selection["kept"]
         ax.annotate(f"{option} {row[option]:g}", (x, y), textcoords="offset points",
