@@ -325,8 +325,10 @@ def test_flash_sets_whole_selected_frames() -> None:
     frames = _frames(t=6)
     out = FlashTrigger(frames=(1, -1))(frames)
     assert _changed_frames(frames, out) == [1, 5]
+    assert torch.equal(out[:, 1], torch.ones_like(out[:, 1]))  # one event per pixel (reference)
+    bright = FlashTrigger(frames=(1,), value=None)(frames)  # None: the sample's largest count
     peak = frames.flatten(1).amax(1).view(-1, 1, 1, 1)
-    assert torch.equal(out[:, 1], peak.expand_as(out[:, 1]))
+    assert torch.equal(bright[:, 1], peak.expand_as(bright[:, 1]))
     on_only = FlashTrigger(frames=(0,), polarity=1, value=2.0)(frames)
     assert torch.all(on_only[:, 0, 0] == 0) and torch.all(on_only[:, 0, 1] == 2.0)
 
