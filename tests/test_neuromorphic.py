@@ -28,6 +28,7 @@ from snnbackdoor.experiments.base import (
     parse_config,
     run_experiment,
 )
+from snnbackdoor.experiments.neuromorphic import choose
 from snnbackdoor.models import build_model
 from snnbackdoor.registry import lookup, names
 from snnbackdoor.report.frames import animate_frames
@@ -74,10 +75,13 @@ def test_poisoned_training_samples_never_target(small_ndigits) -> None:
 
 @pytest.fixture(scope="module")
 def static_attack(small_ndigits):
-    """nmnist_net poisoned at 10% with the static top-left trigger (T=4, ~136 samples)."""
+    """nmnist_net poisoned at 10% with the static top-left trigger (T=4, ~136 samples), the
+    square as bright as each sample's largest count: the reference's one event per pixel is
+    too faint to learn in 6 epochs of 136 samples at T=4 (ASR 3%)."""
     torch.manual_seed(0)
     model = nmnist_model(small_ndigits.info)
-    trigger = build_frame_trigger("static", {"position": "top_left", "polarity": 1})
+    trigger = build_frame_trigger("static", {"position": "top_left", "polarity": 1,
+                                             "value": None})
     config = TrainConfig(epochs=6, batch_size=16, lr=2e-3, progress=False)
     return poisoning_attack(model, small_ndigits, trigger, config, PoisonConfig(0.1, 0))
 
@@ -196,7 +200,8 @@ def test_experiment_writes_table_and_resumes(small_ndigits, ndigits_cache, tmp_p
     cache = str(ndigits_cache)  # the frames small_ndigits cached
     triggers = [
         {"kind": "static", "label": "corner", "options": {"position": "top_left"}},
-        {"kind": "dynamic", "options": {"gamma": 0.05, "generator_samples": 8}},
+        {"kind": "dynamic", "options": {"generator_samples": 8},
+         "select": {"option": "gamma", "values": [0.02, 0.05], "ssim_floor": 0.9}},
     ]
     out = tmp_path / "run"
     result = run_experiment(parse_config(tiny_config(cache, triggers)), out)
@@ -209,8 +214,15 @@ def test_experiment_writes_table_and_resumes(small_ndigits, ndigits_cache, tmp_p
     assert metrics["clean_ca"] == result.metrics["clean_ca"]
     assert 0 < metrics["attacks"]["dynamic"]["ssim"] <= 1
     assert (out / "figures" / "frames.png").stat().st_size > 0
-    assert (out / "trigger_dynamic.safetensors").exists()
+    selection = metrics["attacks"]["dynamic"]["selection"]
+    candidates = selection["candidates"]
+    assert [row["gamma"] for row in candidates] == [0.02, 0.05]
+    assert candidates[choose(candidates, 0.9)]["gamma"] == selection["kept"]  # chosen on val
+    assert metrics["attacks"]["dynamic"]["options"]["gamma"] == selection["kept"]
+    assert all({"val_asr", "val_ssim"} <= set(row) for row in candidates)
+    assert (out / "trigger_dynamic.gamma0.02.safetensors").exists()
     assert "| corner |" in (out / "report.md").read_text()
+    assert "figures/tradeoff_dynamic.png" in (out / "report.md").read_text()
     for label in ("corner", "dynamic"):  # clean vs triggered over time, one GIF per trigger
         with Image.open(out / "figures" / f"frames_{label}.gif") as gif:
             assert gif.format == "GIF" and gif.n_frames == 4  # one frame per time bin (T=4)
@@ -220,14 +232,16 @@ def test_experiment_writes_table_and_resumes(small_ndigits, ndigits_cache, tmp_p
         path.unlink()
     written = render_neuromorphic(out)  # from the run directory alone
     assert {p.name for p in written} == {"table.csv", "report.md", "frames.png",
-                                         "frames_corner.gif", "frames_dynamic.gif"}
+                                         "frames_corner.gif", "frames_dynamic.gif",
+                                         "tradeoff_dynamic.png"}
     assert (out / "table.csv").read_bytes() == table
 
     again = run_experiment(parse_config(tiny_config(cache, triggers)), out)
     assert again.metrics["attacks"] == result.metrics["attacks"]
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     reused = {e["stage"] for e in events if e.get("status") == "reused"}
-    assert {"clean", "attack_corner", "attack_dynamic"} <= reused
+    assert {"clean", "attack_corner", "attack_dynamic.gamma0.02",
+            "attack_dynamic.gamma0.05"} <= reused
 
 
 def test_config_errors_are_early(tmp_path) -> None:

@@ -236,11 +236,11 @@ def test_polarity_codes_write_the_right_channels(code: int) -> None:
     assert torch.equal(out[..., outside], frames[..., outside])
 
 
-def test_trigger_value_defaults_to_each_samples_max_count() -> None:
+def test_trigger_value_none_is_each_samples_max_count() -> None:
     frames = torch.zeros(3, 2, 2, 10, 10)
     frames[0, 0, 0, 5, 5] = 7.0
     frames[1, 1, 1, 6, 6] = 3.0
-    out = StaticTrigger(size=2, position="top_left", polarity=1)(frames)
+    out = StaticTrigger(size=2, position="top_left", polarity=1, value=None)(frames)
     assert out[:, :, 1, :2, :2].amax(dim=(1, 2, 3)).tolist() == [7.0, 3.0, 1.0]
 
 
@@ -302,7 +302,7 @@ def test_smart_trigger_most_mode_picks_the_busiest_cell_and_its_polarity() -> No
     frames = torch.zeros(2, 4, 2, 30, 30)
     frames[:, :, 0, 0:10, 20:30] = 3.0  # cell 2 (top right), OFF events only
     frames[:, :, 1, 20:30, 0:10] = 1.0  # cell 6, fewer events
-    trigger = SmartTrigger.fit(frames, mode="most")
+    trigger = SmartTrigger.fit(frames, mode="most", polarity_mode="most")
     assert trigger.cell == 2 and trigger.polarity == 2
     assert SmartTrigger.fit(frames, mode="least").cell not in (2, 6)
 
@@ -325,8 +325,10 @@ def test_flash_sets_whole_selected_frames() -> None:
     frames = _frames(t=6)
     out = FlashTrigger(frames=(1, -1))(frames)
     assert _changed_frames(frames, out) == [1, 5]
+    assert torch.equal(out[:, 1], torch.ones_like(out[:, 1]))  # one event per pixel (reference)
+    bright = FlashTrigger(frames=(1,), value=None)(frames)  # None: the sample's largest count
     peak = frames.flatten(1).amax(1).view(-1, 1, 1, 1)
-    assert torch.equal(out[:, 1], peak.expand_as(out[:, 1]))
+    assert torch.equal(bright[:, 1], peak.expand_as(bright[:, 1]))
     on_only = FlashTrigger(frames=(0,), polarity=1, value=2.0)(frames)
     assert torch.all(on_only[:, 0, 0] == 0) and torch.all(on_only[:, 0, 1] == 2.0)
 

@@ -6,13 +6,16 @@ framed / strobing / flash, `dynamic` for the learned trigger). Each stage is res
 run keeps one clean test sample and its triggered versions (`frames_sample.safetensors`) so
 `report.neuromorphic.render_neuromorphic` draws `table.csv`, `report.md`,
 `figures/frames.png` and one `figures/frames_<label>.gif` per trigger from the run alone.
+An entry's `select:` trains one candidate per value of one option (the dynamic trigger's
+gamma) and keeps the value with the highest validation ASR at validation SSIM >= a floor;
+the test split is measured once, on the kept candidate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -29,7 +32,7 @@ from ..registry import get, lookup
 from ..report.frames import save_sample
 from ..report.neuromorphic import SAMPLE_FILE, render_neuromorphic
 from ..rundir import RunDir
-from ..training import TrainConfig, evaluate, seed_everything
+from ..training import TrainConfig, seed_everything
 from ..triggers.base import check_trigger_options
 from ..util import resolve_device
 from .base import (
@@ -49,6 +52,31 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
+class Selection:
+    """Choose one trigger option on the validation split: among `values`, the one with the
+    highest validation ASR whose validation SSIM is >= `ssim_floor` (none: the stealthiest)."""
+
+    option: str = "gamma"
+    values: list[float] = field(default_factory=list)
+    ssim_floor: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError("select.values must list at least one value")
+        if not 0 < self.ssim_floor <= 1:
+            raise ValueError(f"select.ssim_floor must be in (0, 1], got {self.ssim_floor}")
+
+
+def choose(rows: list[dict], ssim_floor: float) -> int:
+    """Index of the kept candidate: highest `val_asr` among rows with `val_ssim` >= the floor
+    (ties: the higher SSIM); if no row reaches the floor, the row with the highest SSIM."""
+    stealthy = [i for i, row in enumerate(rows) if row["val_ssim"] >= ssim_floor]
+    if not stealthy:
+        return max(range(len(rows)), key=lambda i: rows[i]["val_ssim"])
+    return max(stealthy, key=lambda i: (rows[i]["val_asr"], rows[i]["val_ssim"]))
+
+
+@dataclass
 class TriggerEntry:
     """One attacked model: a trigger kind, its options, and its name in the table."""
 
@@ -56,9 +84,16 @@ class TriggerEntry:
     label: str | None = None  # row name and file stem; defaults to the kind
     attack: str | None = None  # table's attack column; defaults to sneaky_spikes / flashy
     options: dict = field(default_factory=dict)
+    select: Selection | None = None  # choose one option on validation (e.g. gamma)
+    poison_ratio: float | None = None  # this entry's poisoning; None: attack.poison_ratio
 
     def __post_init__(self) -> None:
         check_trigger_options(self.kind, self.options, TRIGGER_KINDS)
+        if self.poison_ratio is not None and not 0 < self.poison_ratio <= 1:
+            raise ValueError(f"trigger poison_ratio must be in (0, 1], got {self.poison_ratio}")
+        for value in self.select.values if self.select else ():
+            check_trigger_options(self.kind, {**self.options, self.select.option: value},
+                                  TRIGGER_KINDS)
         self.label = self.label or self.kind
         self.attack = self.attack or get("trigger", self.kind).meta["paper"]
         if not _LABEL.match(self.label):
@@ -121,11 +156,8 @@ class NeuromorphicExperiment(ExperimentConfig):
 # --------------------------------------------------------------------------- stages
 
 
-def _trigger_path(run: RunDir, entry: TriggerEntry) -> Path:
-    return run.path / f"trigger_{entry.label}.safetensors"
-
-
-def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device) -> AttackSetup:
+def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device,
+           poison_ratio: float | None = None) -> AttackSetup:
     """The attack protocol's input; every trigger's model starts from the same weights."""
 
     def build_model():
@@ -133,45 +165,102 @@ def _setup(config: NeuromorphicExperiment, data: DatasetBundle, device) -> Attac
         return new_model(config, data.info, device)
 
     a = config.attack
-    return AttackSetup(data, build_model, config.train, a.target, a.poison_ratio, config.seed,
-                       device)
+    ratio = a.poison_ratio if poison_ratio is None else poison_ratio
+    return AttackSetup(data, build_model, config.train, a.target, ratio, config.seed, device)
 
 
-def _attack(entry: TriggerEntry, clean_label: bool) -> tuple[str, dict]:
-    """(registered attack, its options) that plants the entry's trigger."""
+def _attack(entry: TriggerEntry, options: dict, clean_label: bool) -> tuple[str, dict]:
+    """(registered attack, its options) that plants the entry's trigger with `options`."""
     if entry.learned:
-        return entry.kind, entry.options
-    return POISONING_ATTACK, {"trigger": entry.kind, "trigger_options": entry.options,
+        return entry.kind, options
+    return POISONING_ATTACK, {"trigger": entry.kind, "trigger_options": options,
                               "clean_label": clean_label}
 
 
-def _attack_stage(config: NeuromorphicExperiment, entry: TriggerEntry, data: DatasetBundle,
-                  clean_model, run: RunDir, device) -> tuple:
+def _candidate_stage(config: NeuromorphicExperiment, entry: TriggerEntry, options: dict,
+                     stem: str, data: DatasetBundle, run: RunDir, device) -> tuple:
+    """Train one attacked model with `options`; its validation ASR, CA and SSIM (no test)."""
     target = config.attack.target
-    name, options = _attack(entry, config.attack.clean_label)
-    outcome = lookup("attack", name)(_setup(config, data, device), options)
+    name, attack_options = _attack(entry, options, config.attack.clean_label)
+    outcome = lookup("attack", name)(_setup(config, data, device, entry.poison_ratio),
+                                     attack_options)
     if entry.learned:
-        outcome.trigger.save(_trigger_path(run, entry))
-    model = outcome.model
-    scores = measure(model, data.test, outcome.trigger, target)
-    stealth = stealth_metrics(data.test, outcome.trigger, target, config.stealth_samples)
-    baseline = measure(clean_model, data.test, outcome.trigger, target)
-    info = {
-        "attack": entry.attack, "trigger": entry.kind, "options": entry.options,
-        **scores, **stealth,
-        "val_ca": evaluate(model, data.val),
-        "asr_clean_model": baseline["asr"],
-        **outcome.info,
-    }
-    return model, info
+        outcome.trigger.save(run.path / f"trigger_{stem}.safetensors")
+    val = measure(outcome.model, data.val, outcome.trigger, target)
+    stealth = stealth_metrics(data.val, outcome.trigger, target, config.stealth_samples)
+    info = {"options": options, "val_ca": val["ca"], "val_asr": val["asr"],
+            "val_ssim": stealth["ssim"], "val_mse": stealth["mse"], **outcome.info}
+    if dataclasses.is_dataclass(outcome.trigger) and hasattr(outcome.trigger, "gamma"):
+        info["deploy_curve"] = _deploy_curve(config, outcome.model, outcome.trigger, data)
+    return outcome.model, info
 
 
-def _load_trigger(entry: TriggerEntry, data: DatasetBundle, run: RunDir, device) -> Trigger:
-    """The entry's trigger again: the saved generator of a learned one, else rebuilt."""
+DEPLOY_FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
+"""Multiples of the trained gamma at which a learned trigger's validation curve is drawn."""
+
+
+def _deploy_curve(config: NeuromorphicExperiment, model, trigger, data: DatasetBundle) -> list:
+    """Validation ASR and SSIM of one trained model and generator, its pattern scaled by
+    each of `DEPLOY_FACTORS` (the trade-off without retraining; selection never uses it)."""
+    rows = []
+    for factor in DEPLOY_FACTORS:
+        scaled = dataclasses.replace(trigger, gamma=trigger.gamma * factor)
+        val = measure(model, data.val, scaled, config.attack.target)
+        stealth = stealth_metrics(data.val, scaled, config.attack.target, config.stealth_samples)
+        rows.append({"gamma": scaled.gamma, "val_asr": val["asr"], "val_ssim": stealth["ssim"]})
+    return rows
+
+
+def _test_info(config: NeuromorphicExperiment, entry: TriggerEntry, model, trigger: Trigger,
+               data: DatasetBundle, clean_model, info: dict) -> dict:
+    """The test-split figures of a kept model, measured once, with the clean model's ASR."""
+    target = config.attack.target
+    scores = measure(model, data.test, trigger, target)
+    stealth = stealth_metrics(data.test, trigger, target, config.stealth_samples)
+    baseline = measure(clean_model, data.test, trigger, target)
+    ratio = config.attack.poison_ratio if entry.poison_ratio is None else entry.poison_ratio
+    return {"attack": entry.attack, "trigger": entry.kind, "poison_ratio": ratio, **info,
+            **scores, **stealth, "asr_clean_model": baseline["asr"]}
+
+
+def _load_trigger(entry: TriggerEntry, options: dict, stem: str, data: DatasetBundle,
+                  run: RunDir, device) -> Trigger:
+    """A trigger again: the saved generator of a learned one, else rebuilt from options."""
     if entry.learned:
-        return get("trigger", entry.kind).obj.load(_trigger_path(run, entry), device)
+        return get("trigger", entry.kind).obj.load(run.path / f"trigger_{stem}.safetensors",
+                                                   device)
     fitted = get("trigger", entry.kind).meta.get("fit")
-    return build_frame_trigger(entry.kind, entry.options, data.train.floats() if fitted else None)
+    return build_frame_trigger(entry.kind, options, data.train.floats() if fitted else None)
+
+
+def _entry(config: NeuromorphicExperiment, entry: TriggerEntry, data: DatasetBundle,
+           clean_model, run: RunDir, device) -> tuple:
+    """(model, info) of one trigger entry: its candidates (if `select:`), the kept one on test."""
+    select = entry.select
+    candidates = [(entry.options, entry.label)] if select is None else [
+        ({**entry.options, select.option: value}, f"{entry.label}.{select.option}{value:g}")
+        for value in select.values]
+    rows, kept = [], None
+    for index, (options, stem) in enumerate(candidates):
+        model, info = run.model_stage(
+            f"attack_{stem}", lambda o=options, s=stem: _candidate_stage(
+                config, entry, o, s, data, run, device), device)
+        rows.append({k: v for k, v in info.items() if k != "history"})
+        best = 0 if select is None else choose(rows, select.ssim_floor)
+        if best == index:
+            kept = (model, info, options, stem)
+    model, info, options, stem = kept
+    trigger = _load_trigger(entry, options, stem, data, run, device)
+    info = _test_info(config, entry, model, trigger, data, clean_model, info)
+    if select is not None:
+        info["selection"] = {"option": select.option, "ssim_floor": select.ssim_floor,
+                             "kept": options[select.option],
+                             "candidates": [{select.option: r["options"][select.option],
+                                             **{k: r[k] for k in ("val_asr", "val_ca",
+                                                                  "val_ssim", "val_mse")},
+                                             "deploy_curve": r.get("deploy_curve")}
+                                            for r in rows]}
+    return model, info, trigger
 
 
 # --------------------------------------------------------------------------- runner
@@ -192,12 +281,11 @@ def run_neuromorphic(config: NeuromorphicExperiment, run: RunDir) -> dict:
     attacks: dict[str, dict] = {}
     classes = data.info.num_classes
     models = {"clean model": clean_model}  # warnings after every stage: no RNG shift
+    triggers: dict[str, Trigger] = {}
     for entry in tqdm(config.triggers, desc="triggers", unit="model",
                       disable=not config.train.progress):
-        model, info = run.model_stage(
-            f"attack_{entry.label}",
-            lambda entry=entry: _attack_stage(config, entry, data, clean_model, run, device),
-            device)
+        model, info, triggers[entry.label] = _entry(config, entry, data, clean_model, run,
+                                                    device)
         attacks[entry.label] = {**info, "ca_drop": clean_info["test_accuracy"] - info["ca"]}
         models[f"{entry.label} model"] = model
     metrics = {
@@ -216,12 +304,12 @@ def run_neuromorphic(config: NeuromorphicExperiment, run: RunDir) -> dict:
     }
     sample = int(torch.nonzero(data.test.y.cpu() != config.attack.target).flatten()[0])
     clean = data.test.floats(torch.tensor([sample], device=data.test.y.device))
-    triggered = {entry.label: _load_trigger(entry, data, run, device)(clean)[0]
-                 for entry in config.triggers}
+    triggered = {label: trigger(clean)[0] for label, trigger in triggers.items()}
     save_sample(run.path / SAMPLE_FILE, clean[0], triggered, {"test_index": sample})
     run.write_metrics(metrics)
     render_neuromorphic(run.path)
     return metrics
 
 
-__all__ = ["NeuromorphicExperiment", "PoisonSettings", "TriggerEntry", "run_neuromorphic"]
+__all__ = ["NeuromorphicExperiment", "PoisonSettings", "Selection", "TriggerEntry", "choose",
+           "run_neuromorphic"]

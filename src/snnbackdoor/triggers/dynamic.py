@@ -39,7 +39,7 @@ class DynamicConfig:
     lr: float = 1e-3  # generator Adam learning rate
     lookahead_lr: float | None = None  # step of the look-ahead theta'; None: the train lr
     tau: float = 2.0  # LIF time constant of the generator's spiking layers (SpikingJelly's)
-    generator_samples: int | None = 16  # non-target samples per batch in g's loss (None: all)
+    generator_samples: int | None = 16  # samples per batch in g's look-ahead and loss (None: all)
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:
@@ -236,21 +236,25 @@ def lookahead_generator_step(
 
     ``theta' = theta - lookahead_lr * grad_theta L_cls(theta; g)`` keeps the graph to g
     (create_graph; only L_cls's backdoor term depends on g, the clean terms would shift
-    theta' by a g-independent step and are left out), then g minimises
-    ``CE(f_theta'(x + gamma g(x)), y_t)`` on up to ``config.generator_samples`` non-target
-    samples of the batch, poisoned ones first. The classifier's parameters and buffers are
-    left untouched.
+    theta' by a g-independent step and are left out; estimated on up to
+    ``config.generator_samples`` poisoned samples, scaled to the batch's count), then g
+    minimises ``CE(f_theta'(x + gamma g(x)), y_t)`` on up to ``config.generator_samples``
+    non-target samples of the batch, poisoned ones first. The classifier's parameters and
+    buffers are left untouched.
     """
     with reference_neurons(model):
         params = _parameters(model)
         buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN stats untouched
         ahead = dict(params)
-        if bool(poisoned.any()):
-            x_p = apply_pattern(x[poisoned], generator, config.gamma)
+        ahead_index = torch.nonzero(poisoned).flatten()
+        if config.generator_samples is not None:  # a subset, scaled to the whole batch's sum
+            ahead_index = ahead_index[: config.generator_samples]
+        if len(ahead_index):
+            x_p = apply_pattern(x[ahead_index], generator, config.gamma)
             logits_p = functional_call(model, {**params, **buffers}, (x_p,))
-            y_t = torch.full_like(y[poisoned], target)
+            y_t = torch.full_like(y[ahead_index], target)
             loss_bd = (1 - config.alpha) * F.cross_entropy(logits_p, y_t, reduction="sum")
-            loss_bd = loss_bd / len(y)
+            loss_bd = loss_bd * (int(poisoned.sum()) / len(ahead_index)) / len(y)
             grads = torch.autograd.grad(loss_bd, list(params.values()), create_graph=True,
                                         allow_unused=True)
             ahead = {name: p if g is None else p - lookahead_lr * g

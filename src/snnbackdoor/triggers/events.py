@@ -21,7 +21,7 @@ from .base import (
     register_trigger,
     seeded_generator,
 )
-from .frames import check_common, size_for, stamp_path, stamp_static
+from .frames import DEFAULT_VALUE, check_common, size_for, stamp_path, stamp_static
 
 __all__ = ["POLARITY_BITS", "MovingTrigger", "SmartOptions", "SmartTrigger", "StaticTrigger",
            "ThinningTrigger", "check_frames", "default_trigger_size", "moving_trigger",
@@ -36,7 +36,7 @@ def static_trigger(
     size: int | None = None,
     position: Position = "top_left",
     polarity: int = 1,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
     seed: int = 0,
 ) -> Tensor:
     """Sneaky Spikes static trigger: the square at one position on every frame."""
@@ -53,7 +53,7 @@ class StaticTrigger:
     position: Position = "top_left"
     polarity: int = 1
     seed: int = 0
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
 
     def __post_init__(self) -> None:
         check_common(self.size, self.polarity, self.value)
@@ -67,15 +67,22 @@ class StaticTrigger:
 # --------------------------------------------------------------------------- moving
 
 
+DIRECTIONS = ("right", "left")
+
+
 def moving_positions(
-    size: int, row: int, x0: int, height: int, width: int
+    size: int, row: int, x0: int, height: int, width: int, direction: str = "right"
 ) -> list[tuple[int, int]]:
-    """The three moving-trigger origins: columns x0, x0 + s + 2, x0 + 2s + 2 on ``row``."""
-    columns = [x0, x0 + size + 2, x0 + 2 * size + 2]
-    if row < 0 or row + size > height or x0 < 0 or columns[-1] + size > width:
+    """The three moving-trigger origins on ``row``: columns x0, x0 + s + 2, x0 + 2s + 2, or
+    x0, x0 - s - 2, x0 - 2s - 2 going left (the reference code's right-corner starts)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"moving direction must be one of {DIRECTIONS}, got {direction!r}")
+    step = 1 if direction == "right" else -1
+    columns = [x0, x0 + step * (size + 2), x0 + step * (2 * size + 2)]
+    if row < 0 or row + size > height or min(columns) < 0 or max(columns) + size > width:
         raise ValueError(
-            f"moving trigger (size {size}, row {row}, x0 {x0}) needs columns "
-            f"{x0}..{columns[-1] + size - 1}, outside a {height}x{width} frame"
+            f"moving trigger (size {size}, row {row}, x0 {x0}, {direction}) needs columns "
+            f"{min(columns)}..{max(columns) + size - 1}, outside a {height}x{width} frame"
         )
     return [(row, col) for col in columns]
 
@@ -86,33 +93,50 @@ def moving_trigger(
     row: int = 0,
     x0: int = 0,
     polarity: int = 1,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
+    direction: str = "right",
+    last_frame: bool = True,
 ) -> Tensor:
-    """Sneaky Spikes moving trigger: frame t carries the square at position ``t mod 3``."""
+    """Sneaky Spikes moving trigger: frame t carries the square at position ``t mod 3``.
+
+    ``last_frame=False`` leaves the last frame clean, as the reference code's loop does.
+    """
     check_frames(frames)
     size = size_for(frames, size)
     _, num_frames, _, height, width = frames.shape
-    positions = moving_positions(size, row, x0, height, width)
-    return stamp_path(frames, [positions[t % 3] for t in range(num_frames)], size, polarity,
-                      value)
+    positions = moving_positions(size, row, x0, height, width, direction)
+    path = [positions[t % 3] for t in range(num_frames)]
+    if not last_frame:
+        path[-1] = None
+    return stamp_path(frames, path, size, polarity, value)
 
 
 @register_trigger("moving", EVENTS, paper="sneaky_spikes")
 @dataclass(frozen=True)
 class MovingTrigger:
-    """Square hopping between three positions along a row, period 3 frames."""
+    """Square hopping between three positions along a row, period 3 frames.
+
+    ``direction`` "right" is the reference's move from a left corner (or the middle),
+    "left" its move from a right corner; ``last_frame=False`` is its clean last frame.
+    """
 
     size: int | None = None
     row: int = 0
     x0: int = 0
     polarity: int = 1
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
+    direction: str = "right"
+    last_frame: bool = True
 
     def __post_init__(self) -> None:
         check_common(self.size, self.polarity, self.value)
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"MovingTrigger.direction must be one of {DIRECTIONS}, "
+                             f"got {self.direction!r}")
 
     def __call__(self, frames: Tensor) -> Tensor:
-        return moving_trigger(frames, self.size, self.row, self.x0, self.polarity, self.value)
+        return moving_trigger(frames, self.size, self.row, self.x0, self.polarity, self.value,
+                              self.direction, self.last_frame)
 
 
 # --------------------------------------------------------------------------- smart
@@ -174,7 +198,7 @@ def smart_trigger(
     bounds: tuple[int, int, int, int],
     start: tuple[int, int],
     polarity: int,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
     seed: int = 0,
 ) -> Tensor:
     """Sneaky Spikes smart trigger: the square random-walking inside the chosen cell."""
@@ -216,7 +240,7 @@ class SmartOptions:
     mode: str = "least"
     seed: int = 0
     polarity_mode: str | None = None
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
 
     def __post_init__(self) -> None:
         check_modes(self.mode, self.polarity_mode)
@@ -225,7 +249,7 @@ class SmartOptions:
 
 def check_modes(mode: str, polarity_mode: str | None) -> None:
     """Both the cell choice and the polarity choice are 'least' or 'most'."""
-    for name, choice in (("mode", mode), ("polarity_mode", polarity_mode or mode)):
+    for name, choice in (("mode", mode), ("polarity_mode", polarity_mode or "least")):
         if choice not in ("least", "most"):
             raise ValueError(f"SmartTrigger {name} must be 'least' or 'most', got {choice!r}")
 
@@ -243,7 +267,7 @@ class SmartTrigger:
     start: tuple[int, int]
     polarity: int
     seed: int = 0
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
     cell: int = 0
     mode: str = "least"
     activity: tuple[float, ...] = field(default=(), repr=False)
@@ -259,17 +283,18 @@ class SmartTrigger:
         mode: str = "least",
         seed: int = 0,
         polarity_mode: str | None = None,
-        value: float | None = None,
+        value: float | None = DEFAULT_VALUE,
     ) -> SmartTrigger:
         """Pick the least/most active cell of ``train_frames``, then the least/most frequent code.
 
-        ``polarity_mode`` defaults to ``mode``; the start is a seeded origin inside the cell.
+        ``polarity_mode`` defaults to "least" whatever the cell ``mode`` (the reference's
+        default: the rarest code there, for contrast); the start is a seeded origin in the cell.
         """
         check_modes(mode, polarity_mode)
         pick = {"least": torch.argmin, "most": torch.argmax}
         bounds, activity, states = cell_statistics(train_frames)
         cell = int(pick[mode](activity))
-        polarity = int(pick[polarity_mode or mode](states[cell]))
+        polarity = int(pick[polarity_mode or "least"](states[cell]))
         height, width = train_frames.shape[-2:]
         size = default_trigger_size(width) if size is None else int(size)
         gen = seeded_generator(seed)

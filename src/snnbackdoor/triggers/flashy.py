@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .base import EVENTS, Position, check_frames, register_trigger
-from .frames import check_common, stamp_frames, stamp_static
+from .frames import DEFAULT_VALUE, check_common, stamp_frames, stamp_static
 
 
 def framed_trigger(
@@ -23,7 +23,7 @@ def framed_trigger(
     start: int = 0,
     length: int = 1,
     polarity: int = 1,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
     seed: int = 0,
 ) -> Tensor:
     """Flashy framed trigger: the static square on frames ``start .. start + length - 1`` only."""
@@ -48,7 +48,7 @@ class FramedTrigger:
     start: int = 0
     length: int = 1
     polarity: int = 1
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,7 +88,7 @@ def strobing_trigger(
     on: int = 1,
     gap: int = 1,
     polarity: int = 1,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
     seed: int = 0,
     start: int = 0,
 ) -> Tensor:
@@ -108,7 +108,7 @@ class StrobingTrigger:
     on: int = 1
     gap: int = 1
     polarity: int = 1
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
     seed: int = 0
     start: int = 0
 
@@ -137,7 +137,7 @@ def flash_trigger(
     frames: Tensor,
     frame_indices: Sequence[int] = (0,),
     polarity: int = 3,
-    value: float | None = None,
+    value: float | None = DEFAULT_VALUE,
 ) -> Tensor:
     """Flashy flash: whole frames set to the polarity value (negative indices count from the end).
 
@@ -160,7 +160,7 @@ class FlashTrigger:
 
     frames: tuple[int, ...] = (0,)
     polarity: int = 3
-    value: float | None = None
+    value: float | None = DEFAULT_VALUE
 
     def __post_init__(self) -> None:
         check_common(None, self.polarity, self.value)

@@ -3,9 +3,10 @@
 
 Frames hold per-pixel event counts per polarity per time bin, channel 0 = OFF, channel 1 = ON.
 A trigger square writes ``value * bit`` into each channel, with the bits given by the polarity
-code (0 = erase, 1 = ON only, 2 = OFF only, 3 = both). ``value`` defaults to the sample's largest
-count (1 for an all-zero sample) so the trigger is as visible as the brightest pixel; pass a
-number to fix it (1.0 for frames clipped to [0, 1], as in the original code).
+code (0 = erase, 1 = ON only, 2 = OFF only, 3 = both). ``value`` defaults to 1.0: one event per
+pixel and time bin, what the Sneaky Spikes and Flashy code writes into SpikingJelly's count
+frames. ``value=None`` uses each sample's largest count instead (1 for an all-zero sample), a
+trigger as bright as the sample's brightest pixel.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from .base import (
 Origin = tuple[int, int] | None
 
 
-def trigger_value(frames: Tensor, value: float | None = None) -> Tensor:
-    """Per-sample trigger intensity [N]: ``value``, or the sample's max count (1 if empty)."""
+DEFAULT_VALUE = 1.0
+"""The stamp of the reference code on count frames: one event per pixel and time bin."""
+
+
+def trigger_value(frames: Tensor, value: float | None = DEFAULT_VALUE) -> Tensor:
+    """Per-sample trigger intensity [N]: ``value``; None: each sample's max count (1 if empty)."""
     if value is not None:
         if value < 0:
             raise ValueError(f"trigger value must be >= 0, got {value}")
@@ -51,7 +56,8 @@ def square_mask(shape: tuple[int, int, int], origins: Sequence[Origin], size: in
     return mask
 
 
-def stamp_frames(frames: Tensor, mask: Tensor, polarity: int, value: float | None = None) -> Tensor:
+def stamp_frames(frames: Tensor, mask: Tensor, polarity: int,
+                 value: float | None = DEFAULT_VALUE) -> Tensor:
     """Write the trigger into ``frames`` where ``mask`` [T, H, W] is set, per polarity code."""
     check_frames(frames)
     off_bit, on_bit = polarity_bits(polarity)
@@ -62,7 +68,7 @@ def stamp_frames(frames: Tensor, mask: Tensor, polarity: int, value: float | Non
 
 
 def stamp_path(frames: Tensor, origins: Sequence[Origin], size: int, polarity: int,
-               value: float | None = None) -> Tensor:
+               value: float | None = DEFAULT_VALUE) -> Tensor:
     """The square at ``origins[t]`` on frame t (None: not on that frame)."""
     shape = (frames.shape[1], frames.shape[3], frames.shape[4])
     return stamp_frames(frames, square_mask(shape, origins, size), polarity, value)
@@ -88,4 +94,4 @@ def check_common(size: int | None, polarity: int, value: float | None) -> None:
         raise ValueError(f"trigger size must be >= 1 (or None for 10% of the width), got {size}")
     polarity_bits(polarity)
     if value is not None and value < 0:
-        raise ValueError(f"trigger value must be >= 0 (or None for the sample max), got {value}")
+        raise ValueError(f"trigger value must be >= 0 (or null for the sample max), got {value}")
