@@ -119,3 +119,25 @@ def test_neuron_scan_names_a_dual_spike_target_and_passes_the_clean_model(
     found = scan(backdoored, subset)
     assert found.flagged and found.target == 7
     assert not scan(clean_digits_model, subset).flagged
+
+
+def test_trigger_inversion_recovers_a_badnet_patch_and_passes_the_clean_model(
+        digits, clean_digits_model):
+    """A 3x3 BadNet patch (target 3) is reverse-engineered as a mask of about 9 pixels, an
+    outlier among the classes' masks; the clean model's smallest mask is no outlier."""
+    from snnbackdoor import TrainConfig, defender_subset, poison_split
+    from snnbackdoor.experiments.base import ModelConfig, model_spec
+    from snnbackdoor.training import seed_everything, train
+    from snnbackdoor.triggers.image import BadNetTrigger
+
+    seed_everything(0)
+    backdoored = build_model(model_spec(ModelConfig(), digits.info))
+    poisoned = poison_split(digits.train, BadNetTrigger(size=3), target=3, ratio=0.05, seed=0)
+    train(backdoored, poisoned.split, TrainConfig(epochs=6, batch_size=64, lr=3e-3,
+                                                   progress=False))
+    subset = defender_subset(digits.train, 0.1, seed=0)
+    scan = registry.lookup("scanner", "trigger_inversion")
+    found = scan(backdoored, subset)
+    assert found.flagged and found.target == 3
+    assert min(found.info["mask_l1"]) < 15 < sorted(found.info["mask_l1"])[1]
+    assert not scan(clean_digits_model, subset).flagged

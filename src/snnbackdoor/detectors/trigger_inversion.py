@@ -2,9 +2,11 @@
 the smallest mask and pattern that send the defender's clean inputs of other classes there.
 
 All classes are reverse-engineered in one batched optimisation (mask m and pattern p per
-class, `x' = (1 - m) x + m p`, loss = cross-entropy to the class + lam * mean(m)); a class
-whose mask L1 norm is an outlier on the small side by median absolute deviation (anomaly
-index > 2, the paper's fixed rule) is the suspected target.
+class, `x' = (1 - m) x + m p`, loss = cross-entropy to the class + lam_k * mean(m)). As in the
+paper, each class's cost lam_k adapts: every `patience` steps it grows x1.5 while the mask
+flips >= `success` of its batch and shrinks otherwise, and the smallest mask that flipped
+its batch is kept. A class whose mask L1 norm is an outlier on the small side by median
+absolute deviation (anomaly index > 2, the paper's fixed rule) is the suspected target.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from .model_base import ModelScore, ScanJob, mad_anomaly, scanner
 class TriggerInversionOptions:
     """Optimisation steps, learning rate, mask-size weight, inputs per class, the rule."""
 
-    steps: int = 30
+    steps: int = 150
     lr: float = 0.1
-    lam: float = 0.05  # weight of mean(mask) against the cross-entropy to the class
+    lam: float = 0.05  # initial weight of mean(mask) against the cross-entropy to the class
     samples: int = 8  # clean inputs of other classes per class and step
     anomaly_threshold: float = 2.0
+    adaptive: bool = True  # the paper's per-class cost schedule (False: lam fixed)
+    patience: int = 5  # steps between cost updates
+    success: float = 0.99  # batch flip rate at which a mask counts as working
 
     def __post_init__(self) -> None:
         check_range("trigger_inversion.steps", self.steps, 1, 100_000, integer=True)
@@ -36,6 +41,8 @@ class TriggerInversionOptions:
         check_range("trigger_inversion.lr", self.lr, 1e-6, 100.0)
         check_range("trigger_inversion.lam", self.lam, 0.0, 1e6)
         check_range("trigger_inversion.anomaly_threshold", self.anomaly_threshold, 0.0, 1e6)
+        check_range("trigger_inversion.patience", self.patience, 1, 100_000, integer=True)
+        check_range("trigger_inversion.success", self.success, 0.0, 1.0, low_open=True)
 
 
 def invert_triggers(model, x: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -51,16 +58,38 @@ def invert_triggers(model, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     pools = [torch.nonzero(y != k).flatten() for k in range(num_classes)]
     classes = torch.arange(num_classes, device=device).repeat_interleave(opts.samples)
     optimiser = torch.optim.Adam([mask_raw, pattern_raw], lr=opts.lr, betas=(0.5, 0.9))
+    lam = torch.full((num_classes,), opts.lam, device=device)
+    best = torch.full((num_classes,), float("inf"))
+    best_mask, best_pattern = mask_raw.detach().clone(), pattern_raw.detach().clone()
+    flips = torch.zeros(num_classes, device=device)
     with eval_mode(model), channels_last_layout(model), torch.enable_grad():
-        for _ in range(opts.steps):
+        for step in range(1, opts.steps + 1):
             index = torch.cat([p[torch.randint(len(p), (opts.samples,), generator=generator)]
                                for p in pools])
             logits = model(_stamp(x[index], mask_raw, pattern_raw, classes))
             mask = torch.sigmoid(mask_raw)
-            loss = F.cross_entropy(logits, classes) + opts.lam * mask.mean() * num_classes
+            size = mask.flatten(1).mean(1)
+            loss = F.cross_entropy(logits, classes) + (lam * size).sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if opts.adaptive:
+                hit = (logits.argmax(1) == classes).float().view(num_classes, -1).mean(1)
+                flips += hit
+                norms_now = mask.detach().flatten(1).sum(1).cpu()
+                better = (hit.cpu() >= opts.success) & (norms_now < best)
+                best = torch.where(better, norms_now, best)
+                best_mask[better.to(device)] = mask_raw.detach()[better.to(device)]
+                best_pattern[better.to(device)] = pattern_raw.detach()[better.to(device)]
+                if step % opts.patience == 0:
+                    working = flips / opts.patience >= opts.success
+                    lam = torch.where(working, lam * 1.5, lam / 1.5 ** 1.5)
+                    flips.zero_()
+        if opts.adaptive:  # classes that never flipped a batch keep their last mask
+            found = torch.isfinite(best).to(device)
+            keep = found[:, None, None, None]
+            mask_raw = torch.where(keep, best_mask, mask_raw.detach())
+            pattern_raw = torch.where(keep, best_pattern, pattern_raw.detach())
         with torch.no_grad():
             index = torch.cat([p[: opts.samples * 4] for p in pools])
             held = torch.arange(num_classes, device=device).repeat_interleave(
