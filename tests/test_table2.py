@@ -185,8 +185,9 @@ def test_the_matrix_runs_an_attack_it_has_never_heard_of(tmp_path, scratch_regis
             x[..., -1, :] = options.value
             return x
 
-        model = copy.deepcopy(setup.clean_model())
-        return AttackOutcome("stripe", model, trigger, setup.target,
+        model = copy.deepcopy(setup.clean_model())  # attacks the next class, as BadSNN's
+        return AttackOutcome("stripe", model, trigger, setup.target + 1,  # collapse 'avoid'
+
                              info={"summary": "a stripe that does nothing", "nested": {"a": 1}},
                              poisoned_index=[0, 1, 2], deployed={"v_threshold": 1.0})
 
@@ -202,6 +203,9 @@ def test_the_matrix_runs_an_attack_it_has_never_heard_of(tmp_path, scratch_regis
     attack = result.metrics["attacks"]["stripe"]
     assert attack["summary"] == "a stripe that does nothing" and "nested" not in attack
     assert attack["poisoned_count"] == 3 and attack["deployed"] == {"v_threshold": 1.0}
+    assert attack["target"] == 3  # measured at the class it attacked, and said so
+    assert any("stripe attacked class 3, not the matrix's target 2" in w
+               for w in result.metrics["warnings"])
     assert result.metrics["table"][0]["attack"] == "stripe"
     (row,) = result.metrics["detection"]  # the spike-statistics detector, registered too
     assert row["detector"] == "spike_stats" and 0 <= row["auroc"] <= 1
