@@ -187,7 +187,6 @@ def test_the_matrix_runs_an_attack_it_has_never_heard_of(tmp_path, scratch_regis
 
         model = copy.deepcopy(setup.clean_model())  # attacks the next class, as BadSNN's
         return AttackOutcome("stripe", model, trigger, setup.target + 1,  # collapse 'avoid'
-
                              info={"summary": "a stripe that does nothing", "nested": {"a": 1}},
                              poisoned_index=[0, 1, 2], deployed={"v_threshold": 1.0})
 
