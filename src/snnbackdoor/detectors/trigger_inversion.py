@@ -59,7 +59,7 @@ def invert_triggers(model, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     classes = torch.arange(num_classes, device=device).repeat_interleave(opts.samples)
     optimiser = torch.optim.Adam([mask_raw, pattern_raw], lr=opts.lr, betas=(0.5, 0.9))
     lam = torch.full((num_classes,), opts.lam, device=device)
-    best = torch.full((num_classes,), float("inf"))
+    best = torch.full((num_classes,), float("inf"), device=device)
     best_mask, best_pattern = mask_raw.detach().clone(), pattern_raw.detach().clone()
     flips = torch.zeros(num_classes, device=device)
     with eval_mode(model), channels_last_layout(model), torch.enable_grad():
@@ -76,18 +76,17 @@ def invert_triggers(model, x: torch.Tensor, y: torch.Tensor, num_classes: int,
             if opts.adaptive:
                 hit = (logits.argmax(1) == classes).float().view(num_classes, -1).mean(1)
                 flips += hit
-                norms_now = mask.detach().flatten(1).sum(1).cpu()
-                better = (hit.cpu() >= opts.success) & (norms_now < best)
+                norms_now = mask.detach().flatten(1).sum(1)
+                better = (hit >= opts.success) & (norms_now < best)
                 best = torch.where(better, norms_now, best)
-                best_mask[better.to(device)] = mask_raw.detach()[better.to(device)]
-                best_pattern[better.to(device)] = pattern_raw.detach()[better.to(device)]
+                best_mask[better] = mask_raw.detach()[better]
+                best_pattern[better] = pattern_raw.detach()[better]
                 if step % opts.patience == 0:
                     working = flips / opts.patience >= opts.success
                     lam = torch.where(working, lam * 1.5, lam / 1.5 ** 1.5)
                     flips.zero_()
         if opts.adaptive:  # classes that never flipped a batch keep their last mask
-            found = torch.isfinite(best).to(device)
-            keep = found[:, None, None, None]
+            keep = torch.isfinite(best)[:, None, None, None]
             mask_raw = torch.where(keep, best_mask, mask_raw.detach())
             pattern_raw = torch.where(keep, best_pattern, pattern_raw.detach())
         with torch.no_grad():
