@@ -14,10 +14,17 @@ from snnbackdoor.attacks.badsnn import (
     resolve_trigger,
     select_attack_config,
 )
+from snnbackdoor.attacks.badsnn.stages import asr_at
+from snnbackdoor.attacks.badsnn.trigger_fit import fit_trigger_unet
 from snnbackdoor.attacks.base import AttackSetup, measure
 from snnbackdoor.experiments.base import ModelConfig, model_spec
 from snnbackdoor.models import build_model
-from snnbackdoor.neurons import NeuronConfig, get_neuron_params
+from snnbackdoor.neurons import (
+    NeuronConfig,
+    count_spikes,
+    get_neuron_params,
+    logits_and_spike_totals,
+)
 from snnbackdoor.registry import lookup
 from snnbackdoor.report.badsnn_figures import grid_figure
 from snnbackdoor.training import TrainConfig, predict, seed_everything, train
@@ -226,3 +233,60 @@ def test_registered_attack_runs_from_python_on_a_model_object(
     assert attacked["asr"] == pytest.approx(selected["asr_o"])
     assert selected["v_threshold_a"] == 1.4  # S_n gives T_o nothing to work with
     assert attacked["asr"] > clean["asr"] + 0.3
+
+
+def test_spike_starving_trigger_fires_on_the_backdoor_and_not_on_the_clean_model(
+        backdoored, clean_digits_model, digits, target, tmp_path):
+    """T_o with `objective: spikes` names no class in its loss and may only dim pixels: at
+    S_a it sends the backdoored model's inputs to the target (what that model answers when
+    starved of spikes), while the same fit against the clean model sends them nowhere."""
+    x = digits.train.floats()[:192]
+    attack, nominal = NeuronConfig(1.3, 2.0), NeuronConfig(1.0, 2.0)
+    config = UNetConfig(eps=0.7, epochs=8, width=8, batch_size=32, lr=0.02,
+                        weights=[0.0, 5.0, 0.0], adv_config="attack", form="dimming",
+                        objective="spikes", progress=False)
+    asr = {}
+    for name, model in (("backdoored", backdoored), ("clean", clean_digits_model)):
+        generator, history = fit_trigger_unet(model, x, x ** 3 - x, target, 10, config, attack,
+                                              nominal, keep_weight=0.3)
+        assert history[-1]["loss"] < history[0]["loss"]
+        perturbation = generator(x, target)
+        assert (perturbation <= 0).all() and (perturbation >= -0.7 * x - 1e-6).all()
+        asr[name] = asr_at(model, digits.val, OptimisedTrigger(generator, target), target,
+                           attack)
+    assert asr["backdoored"] >= 0.8 and asr["clean"] <= 0.1, asr
+    save_generator(generator, tmp_path / "g.safetensors")
+    loaded, _ = load_generator(tmp_path / "g.safetensors")
+    assert loaded.form == "dimming" and torch.allclose(loaded(x, target), generator(x, target))
+
+
+def test_spike_totals_match_the_counter_and_carry_gradients(clean_digits_model, digits):
+    x = digits.val.floats()[:16].requires_grad_(True)
+    logits, totals = logits_and_spike_totals(clean_digits_model, x)
+    assert torch.allclose(totals.detach(), count_spikes(clean_digits_model, x.detach())["total"])
+    totals.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # surrogate gradients reach the input
+
+
+def test_eps_search_skips_a_budget_whose_backdoored_trigger_fires_at_s_n(
+        monkeypatch, clean_digits_model, digits):
+    """With `eps_nominal_max`, a budget whose control passes is still refused when the
+    backdoored T_o answers y_t at S_n on validation; the next budget is taken."""
+    from types import SimpleNamespace
+
+    from snnbackdoor.attacks.badsnn import optimise
+
+    class NoChange(torch.nn.Module):
+        def forward(self, x, target):
+            return torch.zeros_like(x)
+
+    monkeypatch.setattr(optimise, "control_generator", lambda *a, **k: (NoChange(), {}))
+    options = BadSNNOptions(eps_grid=[0.7, 0.5, 0.3], eps_control_max=0.1, eps_nominal_max=0.2)
+    nominal = NeuronConfig(1.0, 2.0)
+    at_s_n = {0.7: 0.5, 0.5: 0.1, 0.3: 0.0}
+    search = optimise.choose_eps(SimpleNamespace(workdir=None), clean_digits_model, digits,
+                                 options, 3, nominal, nominal, 0, None,
+                                 nominal_asr=at_s_n.__getitem__)
+    assert search["eps"] == 0.5 and search["within"]
+    assert [r["val_asr_o_nominal"] for r in search["rows"]] == [0.5, 0.1]
+    assert all(r["val_asr_o_clean_model"] <= 0.1 for r in search["rows"])

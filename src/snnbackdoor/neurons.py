@@ -198,6 +198,29 @@ def forward_with_spikes(
     return torch.cat(logits), counts
 
 
+def logits_and_spike_totals(
+    model: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass with gradients: (logits, spikes per sample summed over every
+    spiking node, T and neurons), so a loss can ask for fewer spikes (surrogate gradients)."""
+    nodes = spiking_nodes(model)
+    if not nodes:
+        raise ValueError("the model has no spiking node to count")
+    totals: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        out = output[0] if isinstance(output, tuple) else output
+        totals.append(out.float().flatten(2).sum(dim=(0, 2)))
+
+    handles = [node.register_forward_hook(hook) for _, node in nodes]
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, torch.stack(totals).sum(0)
+
+
 def count_spikes(
     model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:

@@ -61,12 +61,14 @@ def demo_options() -> BadSNNOptions:
     """The digits demo's BadSNN options (the `badsnn:` section of configs/badsnn_digits.yaml;
     `BadSNNOptions()` keeps the paper's settings)."""
     return BadSNNOptions(
-        target_class_ratio=1.0, malicious_weight=3.0, collapse_target="avoid",
+        target_class_ratio=0.5, malicious_weight=2.0, collapse_target="avoid",
         v_thresholds_a=[1.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5],
         deepfool_samples=256, deepfool_max_iter=20, blend_mode="image", blend_k=1,
-        keep_weight=1.0, eps_grid=[0.4, 0.3, 0.2, 0.1], eps_control_max=0.10, unet_patience=3,
-        unet=UNetConfig(eps=0.2, epochs=15, width=8, weights=[1.0, 1.0, 1.0],
-                        adv_config="attack"),
+        keep_weight=0.3, eps_grid=[0.7, 0.5, 0.3], eps_control_max=0.10, eps_nominal_max=0.2,
+        unet_patience=3, ca_reference="clean",
+        unet=UNetConfig(eps=0.5, epochs=15, width=8, batch_size=32, lr=0.02,
+                        weights=[0.0, 5.0, 0.0], adv_config="attack", form="dimming",
+                        objective="spikes"),
     )
 
 

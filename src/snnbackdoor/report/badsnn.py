@@ -65,7 +65,8 @@ def selection_lines(metrics: dict, val_rows: list[dict]) -> list[str]:
     floor = selection["val_base_ca"] - selection["ca_tolerance"]
     lines = ["", "## How S_a was chosen (validation split)", "",
              f"Rule: {selection.get('rule', 'largest val ASR within the CA tolerance')} "
-             f"(selecting on val {selection['key'].removeprefix('val_')}; val base CA "
+             f"(selecting on val {selection['key'].removeprefix('val_')}; val "
+             f"{'clean-model' if selection.get('ca_reference') == 'clean' else 'base'} CA "
              f"{pct(selection['val_base_ca'])}%, tolerance {100 * selection['ca_tolerance']:g} "
              f"points, so val CA >= {pct(floor)}%; {selection.get('candidates', 'n/a')} configs "
              "qualified). `*` marks S_a."]

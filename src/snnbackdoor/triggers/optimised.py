@@ -4,7 +4,8 @@
    the backdoored SNN (at an attack config) labels y_t with the smallest perturbation
    (Eq. 4 as written, or the image-blend variant); Delta_x = |x - x_blend|.
 2. `ConditionalUNet`: perturbation generator conditioned on the target label (one-hot planes),
-   output bounded by an L_inf budget eps * tanh(.) so comparisons share one budget.
+   output bounded by an L_inf budget eps * tanh(.) so comparisons share one budget; or, as
+   `form: dimming`, a per-pixel dimming -x * eps * s with s in [0, 1] (T_p's direction).
 3. `fit_unet`: L = 1.0 L_sim + 0.1 L_adv + 1.0 L_wmse (Eq. 5-6), w = 1 + |Delta| / mean|Delta|.
 """
 
@@ -23,6 +24,8 @@ from ..training import channels_last_layout
 from .deepfool import deepfool
 
 BLEND_MODES = ("eq4", "image")
+GENERATOR_FORMS = ("additive", "dimming")
+OBJECTIVES = ("target", "spikes")
 DELTA_SIGNS = ("signed", "abs")
 
 
@@ -102,11 +105,20 @@ class _DoubleConv(nn.Sequential):
 
 
 class ConditionalUNet(nn.Module):
-    """A small U-Net (Ronneberger et al. 2015) whose input carries one-hot target planes."""
+    """A small U-Net (Ronneberger et al. 2015) whose input carries one-hot target planes.
 
-    def __init__(self, channels: int, num_classes: int, width: int = 16, eps: float = 0.2):
+    `form` additive: the perturbation is eps * tanh(h), any sign (the paper's). dimming: it is
+    -x * eps * (1 + tanh(h)) / 2, so each pixel keeps between 1 - eps and all of its value:
+    the trigger can only take intensity away, as T_p(x) = x^q does, never draw new strokes.
+    """
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16, eps: float = 0.2,
+                 form: str = "additive"):
         super().__init__()
+        if form not in GENERATOR_FORMS:
+            raise ValueError(f"generator form must be one of {GENERATOR_FORMS}, got {form!r}")
         self.channels, self.num_classes, self.width, self.eps = channels, num_classes, width, eps
+        self.form = form
         self.down1 = _DoubleConv(channels + num_classes, width)
         self.down2 = _DoubleConv(width, width * 2)
         self.bottom = _DoubleConv(width * 2, width * 4)
@@ -128,11 +140,14 @@ class ConditionalUNet(nn.Module):
         b = self.bottom(F.max_pool2d(d2, 2))
         u2 = self.dec2(torch.cat([_match(self.up2(b), d2), d2], 1))
         u1 = self.dec1(torch.cat([_match(self.up1(u2), d1), d1], 1))
-        return self.eps * torch.tanh(self.head(u1))
+        bounded = torch.tanh(self.head(u1))
+        if self.form == "dimming":
+            return -x * self.eps * (1 + bounded) / 2
+        return self.eps * bounded
 
     def hparams(self) -> dict:
         return {"channels": self.channels, "num_classes": self.num_classes,
-                "width": self.width, "eps": self.eps}
+                "width": self.width, "eps": self.eps, "form": self.form}
 
 
 def _match(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -170,13 +185,26 @@ class UNetConfig:
     lr: float = 2e-3
     weights: list[float] = field(default_factory=lambda: [1.0, 0.1, 1.0])  # sim, adv, wmse
     adv_config: str = "nominal"  # nominal (paper Eq. 6) | attack
+    # additive (paper): eps * tanh(.), any sign | dimming: -x * eps * s, s in [0, 1]
+    form: str = "additive"
+    # What L_adv (weights[1]) asks of the triggered input at adv_config. target (paper Eq. 6):
+    # CE to y_t. spikes: its spike count relative to the untriggered input's, with no class in
+    # the loss, so whatever class the triggered input lands on is the model's own doing.
+    objective: str = "target"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not self.eps > 0:
-            raise ValueError(f"trigger eps must be > 0, got {self.eps}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"trigger eps is an L_inf budget on [0, 1] pixels: in (0, 1], "
+                             f"got {self.eps}")
         if self.adv_config not in ("nominal", "attack"):
             raise ValueError("adv_config must be 'nominal' or 'attack'")
+        if self.form not in GENERATOR_FORMS:
+            raise ValueError(f"unet.form must be one of {GENERATOR_FORMS}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unet.objective must be one of {OBJECTIVES}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("unet.epochs and unet.batch_size must be >= 1 and unet.lr > 0")
         if len(self.weights) != 3:
             raise ValueError("weights are three numbers: L_sim, L_adv, L_wmse")
 

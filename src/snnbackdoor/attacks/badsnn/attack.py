@@ -37,6 +37,7 @@ from .optimise import (
 from .options import TRIGGER_KEYS, BadSNNOptions, resolve_trigger
 from .stages import (
     AttackChoice,
+    asr_at,
     attack_config_grid,
     attack_grid,
     choose_malicious_config,
@@ -189,25 +190,44 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     rows_first = stage(setup, "grid_first", lambda: {
         "rows": attack_config_grid(backdoor, data, dict(triggers), target, grid,
                                    progress=recipe.progress)})["rows"]
-    base_ca, tolerance = training["val_base_ca"], options.ca_tolerance
-    provisional = select_attack_config(rows_first, base_ca, tolerance, f"val_{first_key}")
+    tolerance, reference = options.ca_tolerance, options.ca_reference
+    base_ca = training["val_base_ca"] if reference == "base" else evaluate(clean, data.val)
+    provisional = select_attack_config(rows_first, base_ca, tolerance, f"val_{first_key}",
+                                       reference=reference)
 
     trigger_o: dict = {}
     rows, eps_search = rows_first, None
     if not events:
         deepfool = shared_deepfool(backdoor, data, options, nominal, seed, recipe.progress)
         cache: dict = {}  # control generators by eps
+        fits: dict = {}  # backdoored T_o fits by eps (the eps search's reused by trigger_o)
+
+        def fit_new(e: float) -> tuple:
+            generator, info = fit_optimised_trigger(
+                backdoor, data, options, target, nominal, provisional.config, seed,
+                recipe.progress, e, deepfool())
+            return generator, {"blend_config": provisional.config.as_dict(), **info}
+
+        def fit_at(e: float) -> tuple:  # kept per eps (as the eps curve's) when searching
+            if e not in fits:
+                fits[e] = (generator_stage(setup, f"trigger_o_eps{e:g}", target,
+                                           lambda: fit_new(e))
+                           if options.eps_grid else fit_new(e))
+            return fits[e]
+
+        def nominal_asr(e: float) -> float:  # the backdoored T_o at S_n, val split
+            trigger = OptimisedTrigger(fit_at(e)[0], target)
+            return asr_at(backdoor, data.val, trigger, target, nominal)
+
         eps = options.unet.eps
-        if options.eps_grid:  # S_a stays the T_p choice; eps from the control on val
+        if options.eps_grid:  # eps from the controls on val, at the provisional S_a
             eps_search = choose_eps(setup, clean, data, options, target, nominal,
-                                    provisional.config, seed, deepfool, recipe.progress, cache)
+                                    provisional.config, seed, deepfool, recipe.progress, cache,
+                                    nominal_asr)
             eps = eps_search["eps"]
 
-        def fit():
-            generator, info = fit_optimised_trigger(backdoor, data, options, target, nominal,
-                                                    provisional.config, seed, recipe.progress,
-                                                    eps, deepfool())
-            return generator, {"blend_config": provisional.config.as_dict(), **info}
+        def fit() -> tuple:
+            return fit_at(eps)
 
         generator, trigger_o = generator_stage(setup, "trigger_o", target, fit)
         triggers["asr_o"] = OptimisedTrigger(generator, target)
@@ -219,8 +239,8 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
             return {"rows": [{**a, **b} for a, b in zip(rows_first, extra)]}  # CA: rows_first
 
         rows = stage(setup, "grid", full_grid)["rows"]
-    key = first_key if eps_search is not None else primary
-    selected = select_attack_config(rows, base_ca, tolerance, f"val_{key}")
+    selected = select_attack_config(rows, base_ca, tolerance, f"val_{primary}",
+                                    reference=reference)
     attack = selected.config
 
     control: dict = {}
@@ -228,8 +248,10 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
     if not events:
         fitted = None
         if options.control:
-            fitted = control_generator(setup, clean, data, options, target, nominal, attack,
-                                       seed, deepfool, trigger_o["eps"], recipe.progress, cache)
+            # the same procedure as T_o's: fitted at the provisional S_a, measured at S_a
+            fitted = control_generator(setup, clean, data, options, target, nominal,
+                                       provisional.config, seed, deepfool, trigger_o["eps"],
+                                       recipe.progress, cache)
             control_trigger = OptimisedTrigger(fitted[0], target)
         control = stage(setup, "control", lambda: optimised_controls(
             backdoor, clean, data, target, nominal, attack, triggers["asr_o"], fitted))

@@ -13,19 +13,21 @@ from .stages import asr_at, attack_config_grid
 def eps_curve(result, options, epsilons: list[float], seed: int, setup, deepfool,
               progress: bool = False) -> dict:
     """{eps: {asr_o, asr_o_nominal, asr_o_clean_model, asr_o_clean_model_nominal}}: T_o
-    fitted at S_a with each budget against the backdoored and against the clean model
+    fitted with each budget against the backdoored and against the clean model (at the
+    provisional S_a, as the run's T_o), measured at S_a
     (generators kept as stages of `setup.workdir`, so the eps search's controls are reused)."""
     from .optimise import control_generator
     from .store import generator_stage
 
     data, target, nominal, attack = result.data, result.target, result.nominal, result.attack
+    fit_at = result.provisional.config  # where T_o and its control are fitted
     out = {}
     for eps in epsilons:
         backdoored, _ = generator_stage(setup, f"trigger_o_eps{eps:g}", target, lambda e=eps: (
-            fit_optimised_trigger(result.model, data, options, target, nominal, attack, seed,
+            fit_optimised_trigger(result.model, data, options, target, nominal, fit_at, seed,
                                   progress, e, deepfool())))
         control, _ = control_generator(setup, result.clean, data, options, target, nominal,
-                                       attack, seed, deepfool, eps, progress)
+                                       fit_at, seed, deepfool, eps, progress)
         row = {}
         for name, model, generator in (("asr_o", result.model, backdoored),
                                        ("asr_o_clean_model", result.clean, control)):

@@ -146,11 +146,16 @@ def control_generator(setup, clean: nn.Module, data: DatasetBundle, options: Bad
 
 def choose_eps(setup, clean: nn.Module, data: DatasetBundle, options: BadSNNOptions,
                target: int, nominal: NeuronConfig, attack: NeuronConfig, seed: int, deepfool,
-               progress: bool = False, cache: dict | None = None) -> dict:
+               progress: bool = False, cache: dict | None = None,
+               nominal_asr=None) -> dict:
     """The largest eps of `options.eps_grid` whose control (T_o re-fitted against the clean
-    model at `attack`) keeps val ASR <= `options.eps_control_max`, tried largest first;
-    when none does, the smallest (`within` False). Validation split only."""
+    model at `attack`) keeps val ASR <= `options.eps_control_max` and, with
+    `options.eps_nominal_max` set, whose backdoored T_o (`nominal_asr(eps)`: its val ASR at
+    S_n) stays dormant at S_n; tried largest first; when none passes, the smallest (`within`
+    False). Validation split only."""
     from .store import stage
+
+    nominal_max = options.eps_nominal_max
 
     def search() -> dict:
         rows = []
@@ -158,12 +163,18 @@ def choose_eps(setup, clean: nn.Module, data: DatasetBundle, options: BadSNNOpti
             generator, _ = control_generator(setup, clean, data, options, target, nominal,
                                              attack, seed, deepfool, eps, progress, cache)
             asr = asr_at(clean, data.val, OptimisedTrigger(generator, target), target, attack)
-            rows.append({"eps": eps, "val_asr_o_clean_model": asr})
-            if asr <= options.eps_control_max:
-                return {"eps": eps, "within": True, "rows": rows,
-                        "control_max": options.eps_control_max}
+            row = {"eps": eps, "val_asr_o_clean_model": asr}
+            rows.append(row)
+            if asr > options.eps_control_max:
+                continue
+            if nominal_max is not None and nominal_asr is not None:
+                row["val_asr_o_nominal"] = nominal_asr(eps)
+                if row["val_asr_o_nominal"] > nominal_max:
+                    continue
+            return {"eps": eps, "within": True, "rows": rows,
+                    "control_max": options.eps_control_max, "nominal_max": nominal_max}
         return {"eps": min(options.eps_grid), "within": False, "rows": rows,
-                "control_max": options.eps_control_max}
+                "control_max": options.eps_control_max, "nominal_max": nominal_max}
 
     return stage(setup, "eps_search", search)
 

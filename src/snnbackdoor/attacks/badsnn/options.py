@@ -14,6 +14,7 @@ from ...neurons import NeuronConfig
 from ...triggers.optimised import BLEND_MODES, DELTA_SIGNS, UNetConfig
 from .collapse import COLLAPSE_TARGETS
 
+CA_REFERENCES = ("base", "clean")
 TRIGGERS = ("auto", "optimised", "noise", "thinning")
 EVENT_TRIGGERS = ("noise", "thinning")
 # The metric key each selecting trigger is measured under (asr_o: T_o, asr_s: T_s).
@@ -46,6 +47,9 @@ class BadSNNOptions:
     # Selection: val CA >= val base CA - tolerance. docs/methods.md 1.4 names 5 points; 3 leaves
     # room for val/test noise (216 val digits: +-1.5 points) so test CA stays within 5.
     ca_tolerance: float = 0.03
+    # What val CA is measured against: base (the backdoored model at S_n) or clean (the clean
+    # model trained with the same recipe, which is what the attack is compared with).
+    ca_reference: str = "base"
     power: float = 3.0  # q of T_p(x) = x^q
     # The trigger that selects the attack config: optimised (T_o, images), noise (T_s, the
     # paper's event trigger) or thinning (ours: each event kept with probability
@@ -77,6 +81,9 @@ class BadSNNOptions:
     keep_weight: float = 0.0
     eps_grid: list[float] = field(default_factory=list)
     eps_control_max: float = 0.10
+    # With eps_grid: an eps also needs the backdoored T_o to stay dormant at S_n, val ASR at
+    # S_n <= eps_nominal_max (null: no such condition).
+    eps_nominal_max: float | None = None
     unet_patience: int | None = None
     # Also fit T_o (images) or apply the event triggers against the clean model at the
     # selected attack config: what the backdoor adds over plain adversarial vulnerability.
@@ -115,6 +122,12 @@ class BadSNNOptions:
             raise ValueError("badsnn.eps_grid values are L_inf budgets in (0, 1]")
         if not 0 <= self.eps_control_max <= 1:
             raise ValueError("badsnn.eps_control_max must be in [0, 1]")
+        if self.eps_nominal_max is not None and not 0 <= self.eps_nominal_max <= 1:
+            raise ValueError("badsnn.eps_nominal_max must be in [0, 1] (or null)")
+        if self.ca_reference not in CA_REFERENCES:
+            raise ValueError(f"badsnn.ca_reference must be one of {CA_REFERENCES}")
+        if not 0 <= self.ca_tolerance < 1:
+            raise ValueError("badsnn.ca_tolerance is a share of accuracy in [0, 1)")
         if self.unet_patience is not None and self.unet_patience < 1:
             raise ValueError("badsnn.unet_patience must be >= 1 (or null: no early stop)")
         if not self.power > 0:

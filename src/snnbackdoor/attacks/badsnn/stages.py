@@ -208,6 +208,7 @@ class AttackChoice:
     base_ca: float
     within_tolerance: bool
     candidates: int  # configs within the tolerance
+    reference: str = "base"  # whose val CA base_ca is: base (backdoored at S_n) or clean
 
     @property
     def config(self) -> NeuronConfig:
@@ -215,16 +216,18 @@ class AttackChoice:
 
     def record(self) -> dict:
         """JSON-able: what was selected, on which key, and by which rule."""
-        rule = ("largest val ASR with val CA >= val base CA - tolerance"
+        whose = "the clean model's val CA" if self.reference == "clean" else "val base CA"
+        rule = (f"largest val ASR with val CA >= {whose} - tolerance"
                 if self.within_tolerance else
                 "no config within the CA tolerance: the highest val CA was taken")
         return {"key": self.key, "ca_tolerance": self.tolerance, "val_base_ca": self.base_ca,
+                "ca_reference": self.reference,
                 "within_tolerance": self.within_tolerance, "candidates": self.candidates,
                 "rule": rule}
 
 
 def select_attack_config(rows: list[dict], base_ca: float, tolerance: float, key: str,
-                         fallback: bool = True) -> AttackChoice:
+                         fallback: bool = True, reference: str = "base") -> AttackChoice:
     """Eq. 8 on validation data: the largest val ASR (`key`) with val CA >= base - tolerance.
 
     Ties go to the config closest to nominal (lower V_thr), then to the higher CA: where the
@@ -245,4 +248,5 @@ def select_attack_config(rows: list[dict], base_ca: float, tolerance: float, key
         allowed = [max(rows, key=lambda r: r["val_ca"])]
     row = max(allowed, key=lambda r: (round(r[key], 6), -r["v_threshold_a"],
                                       round(r["val_ca"], 6)))
-    return AttackChoice(row, key, tolerance, base_ca, within, len(allowed) if within else 0)
+    return AttackChoice(row, key, tolerance, base_ca, within, len(allowed) if within else 0,
+                        reference)
