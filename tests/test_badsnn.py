@@ -201,6 +201,14 @@ def test_bad_settings_are_refused():
         BadSNNOptions(trigger="optimized")
     with pytest.raises(ValueError):
         ConditionalUNet(1, 10, eps=0.1)(torch.rand(2, 1, 8, 8), 10)  # unknown target class
+    for bad, key in (({"form": "brighten"}, "unet.form"), ({"objective": "class"}, "objective"),
+                     ({"eps": 1.5}, "L_inf budget")):
+        with pytest.raises(ValueError, match=key):
+            UNetConfig(**bad)
+    with pytest.raises(ValueError, match="ca_reference"):
+        BadSNNOptions(ca_reference="test")
+    with pytest.raises(ValueError, match="eps_nominal_max"):
+        BadSNNOptions(eps_nominal_max=1.2)
 
 
 def test_registered_attack_runs_from_python_on_a_model_object(

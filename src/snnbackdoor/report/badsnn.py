@@ -131,11 +131,16 @@ def control_lines(metrics: dict) -> list[str]:
                      "test inputs to the target.")
     search = metrics.get("eps_search")
     if search:
+        nominal_max = search.get("nominal_max")
+        also = ("" if nominal_max is None else
+                f" and whose backdoored T_o keeps val ASR at S_n <= {pct(nominal_max)}%")
         lines += ["", f"eps (L_inf budget of T_o) = {search['eps']:g}: the largest of the grid "
-                  f"whose control keeps val ASR <= {pct(search['control_max'])}% (tried largest "
-                  "first" + ("" if search["within"] else "; none did, so the smallest") + "):",
-                  "", "| eps | control val ASR_o (%) |", "|---|---|"]
-        lines += [f"| {r['eps']:g} | {pct(r['val_asr_o_clean_model'])} |" for r in search["rows"]]
+                  f"whose control keeps val ASR <= {pct(search['control_max'])}%{also} (tried "
+                  "largest first" + ("" if search["within"] else "; none did, so the smallest")
+                  + "):", "", "| eps | control val ASR_o (%) | backdoored val ASR_o at S_n (%) |",
+                  "|---|---|---|"]
+        lines += [f"| {r['eps']:g} | {pct(r['val_asr_o_clean_model'])} | "
+                  f"{pct(r.get('val_asr_o_nominal'))} |" for r in search["rows"]]
     elif metrics.get("eps") is not None:
         lines += ["", f"eps (L_inf budget of T_o) = {metrics['eps']:g} (given)."]
     return lines

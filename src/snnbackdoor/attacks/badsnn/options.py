@@ -44,8 +44,8 @@ class BadSNNOptions:
                                  1.55, 1.6]
     )
     taus_a: list[float] = field(default_factory=lambda: [2.0])
-    # Selection: val CA >= val base CA - tolerance. docs/methods.md 1.4 names 5 points; 3 leaves
-    # room for val/test noise (216 val digits: +-1.5 points) so test CA stays within 5.
+    # Selection: val CA >= the reference's val CA - tolerance. docs/methods.md 1.4 names 5
+    # points; 3 leave room for val/test noise (216 val digits: +-1.5 points).
     ca_tolerance: float = 0.03
     # What val CA is measured against: base (the backdoored model at S_n) or clean (the clean
     # model trained with the same recipe, which is what the attack is compared with).
