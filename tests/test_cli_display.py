@@ -56,6 +56,6 @@ def test_demo_set_changes_one_key_of_the_demo_section():
 
     config = demo_config(2, ["badsnn.unet.eps=0.3", "train.epochs=3"])
     assert config.badsnn.unet.eps == 0.3
-    assert config.badsnn.target_class_ratio == demo_options().target_class_ratio == 1.0
+    assert config.badsnn.malicious_weight == demo_options().malicious_weight == 2.0  # paper: 1
     assert config.badsnn.unet.epochs == demo_options().unet.epochs
     assert (config.train.epochs, config.train.seed, config.seed) == (3, 2, 2)
