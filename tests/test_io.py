@@ -68,3 +68,21 @@ def test_tensor_files_need_their_format_tag(tmp_path):
     assert torch.equal(tensors["w"], torch.arange(3.0)) and meta["k"] == 1
     with pytest.raises(FileFormatError, match="b/1 expected"):
         load_tensors(path, "b/1")
+
+
+def test_a_nested_stage_survives_its_outer_stage_and_is_timed_once(tmp_path):
+    """A stage computed inside another (a second RunDir of the same folder, as BadSNN's
+    generator stages inside its eps search) stays recorded when the outer one is written,
+    so a resumed run reuses it; its seconds are inside the outer stage's."""
+    run = RunDir(tmp_path)
+    run.stage("first", lambda: {"a": 1})
+
+    def outer() -> dict:
+        RunDir(tmp_path).stage("inner", lambda: {"b": 2})
+        return {"c": 3}
+
+    run.stage("outer", outer)
+    again = RunDir(tmp_path)
+    assert again.done("inner") and again.done("outer") and again.done("first")
+    assert set(again.stage_seconds()) == {"first", "outer"}
+    assert again.stage("inner", lambda: {"b": "recomputed"}) == {"b": 2}

@@ -162,14 +162,24 @@ class RunDir:
         if name in self.stages:
             self.log(stage=name, status="reused")
             return self.stages[name]
+        before = set(self._stages_on_disk())
         start = time.perf_counter()
         result = json_safe(compute())
         seconds = time.perf_counter() - start
-        self.stages[name] = result
-        self.stages.setdefault("_seconds", {})[name] = round(seconds, 3)
+        # Stages a nested RunDir of this folder finished inside `compute` stay recorded (a
+        # resumed run reuses them); their seconds are part of this stage's, so not listed.
+        on_disk = self._stages_on_disk()
+        nested = set(on_disk) - before
+        timed = {k: v for k, v in on_disk.get("_seconds", {}).items() if k not in nested}
+        timed.update(self.stages.get("_seconds", {}))
+        timed[name] = round(seconds, 3)
+        self.stages = {**on_disk, **self.stages, name: result, "_seconds": timed}
         atomic_write_json(self.stages_path, self.stages)
         self.log(stage=name, status="done", seconds=round(seconds, 3))
         return result
+
+    def _stages_on_disk(self) -> dict:
+        return _check_stages(self._read_json(self.stages_path), self.stages_path)
 
     def stage_seconds(self) -> dict:
         return dict(self.stages.get("_seconds", {}))

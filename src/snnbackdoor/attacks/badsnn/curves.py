@@ -47,7 +47,7 @@ def threshold_curve(result, configs, power: float) -> dict:
     """{V_thr^a: {ca, asr_p, clean_ca, clean_asr_p}} over the attack grid (test split): the
     backdoored model's grid beside the same grid on the clean model."""
     clean = attack_config_grid(result.clean, result.data, {"asr_p": PowerTrigger(power)},
-                               result.target, configs, progress=False)
+                               result.target, configs, progress=False, with_val=False)
     rows = {_key(r): {"ca": r["ca"], "asr_p": r.get("asr_p")} for r in result.rows}
     for r in clean:
         rows.setdefault(_key(r), {}).update({"clean_ca": r["ca"], "clean_asr_p": r["asr_p"]})

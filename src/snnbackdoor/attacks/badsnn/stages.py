@@ -173,26 +173,26 @@ def asr_at(model, split: Split, trigger, target: int, config: NeuronConfig | Non
 
 def attack_config_grid(model, data: DatasetBundle, triggers: dict, target: int,
                        configs: list[NeuronConfig], progress: bool = True,
-                       with_ca: bool = True) -> list[dict]:
+                       with_ca: bool = True, with_val: bool = True) -> list[dict]:
     """CA and ASR per trigger (keyed by metric, e.g. asr_p) at every attack config, on val
-    (`val_*`, for selection) and test (for the report).
+    (`val_*`, for selection; `with_val` False leaves them out) and test (for the report).
 
     Triggers do not depend on the neuron config: each split is triggered once.
     """
     from tqdm.auto import tqdm
 
-    triggered = {(key, name): triggered_non_target(split, trigger, target)
-                 for key, trigger in triggers.items()
-                 for name, split in (("val", data.val), ("test", data.test))}
+    splits = {"": data.test, **({"val_": data.val} if with_val else {})}
+    triggered = {(key, prefix): triggered_non_target(split, trigger, target)
+                 for key, trigger in triggers.items() for prefix, split in splits.items()}
     rows = []
     for config in tqdm(configs, desc="attack grid", leave=False, disable=not progress):
         row = {"v_threshold_a": config.v_threshold, "tau_a": config.tau}
-        if with_ca:
-            row["val_ca"] = evaluate(model, data.val, neuron_config=config)
-            row["ca"] = evaluate(model, data.test, neuron_config=config)
-        for key in triggers:
-            row[f"val_{key}"] = asr_on_triggered(model, triggered[key, "val"], target, config)
-            row[key] = asr_on_triggered(model, triggered[key, "test"], target, config)
+        for prefix, split in splits.items():
+            if with_ca:
+                row[f"{prefix}ca"] = evaluate(model, split, neuron_config=config)
+            for key in triggers:
+                row[f"{prefix}{key}"] = asr_on_triggered(model, triggered[key, prefix], target,
+                                                         config)
         rows.append(row)
     return rows
 
