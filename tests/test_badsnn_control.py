@@ -123,6 +123,11 @@ def test_run_records_controls_curves_and_draws_them(tmp_path):
                                                 "asr_o_clean_model_nominal"}
     v = metrics["threshold_curve"]["1.3/2"]
     assert v["ca"] == metrics["grid"][1]["ca"] and 0 <= v["clean_asr_p"] <= 1
+    matched = [r for r in metrics["threshold_curve"].values() if "clean_asr_p_ca_matched" in r]
+    assert matched, metrics["threshold_curve"]  # the clean grid runs on to S_t's V_thr 1.8
+    for r in matched:
+        assert abs(r["clean_ca_ca_matched"] - r["ca"]) <= 0.02
+        assert 1.0 <= r["clean_v_ca_matched"] <= 1.8 and 0 <= r["clean_asr_p_ca_matched"] <= 1
     report = (tmp_path / "report.md").read_text()
     assert "Controls of T_o" in report and "Collapse class" in report
     paths = sweep_curves([metrics, metrics], tmp_path / "sweep")

@@ -1,6 +1,7 @@
 """BadSNN's curves with controls: ASR_o vs eps (backdoored vs T_o re-optimised against the
 clean model, at S_a and at S_n) and ASR_p / CA vs V_thr^a (backdoored vs clean), for one run
-or as mean +- 95% interval over the runs (seeds) of a sweep."""
+or as mean +- 95% interval over the runs (seeds) of a sweep. The clean model's ASR_p is drawn
+at the same V_thr^a and at the config where its CA matches the backdoored model's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ EPS_LINES = {"asr_o": ("backdoored, S_a", "C3", "-"),
              "asr_o_nominal": ("backdoored, S_n", "C3", ":"),
              "asr_o_clean_model": ("clean control, S_a", "C0", "-"),
              "asr_o_clean_model_nominal": ("clean control, S_n", "C0", ":")}
-THRESHOLD_PANELS = {"ASR_p (%)": {"asr_p": ("backdoored", "C3"),
-                                  "clean_asr_p": ("clean control", "C0")},
-                    "CA (%)": {"ca": ("backdoored", "C3"), "clean_ca": ("clean", "C0")}}
+THRESHOLD_PANELS = {
+    "ASR_p (%)": {"asr_p": ("backdoored", "C3", "-"),
+                  "clean_asr_p": ("clean control, same V_thr^a", "C0", "-"),
+                  "clean_asr_p_ca_matched": ("clean control, same CA (+-2)", "C0", "--")},
+    "CA (%)": {"ca": ("backdoored", "C3", "-"), "clean_ca": ("clean", "C0", "-")}}
 
 
 def _number(key: str) -> float:
@@ -59,8 +62,8 @@ def threshold_figure(curves: list[dict], path: Path, selected: float | None = No
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
     for ax, (title, lines) in zip(axes, THRESHOLD_PANELS.items()):
-        for metric, (label, color) in lines.items():
-            _draw(ax, curves, metric, label, color)
+        for metric, (label, color, style) in lines.items():
+            _draw(ax, curves, metric, label, color, style)
         if selected is not None:
             ax.axvline(selected, color="grey", linewidth=0.8, linestyle="--", label="S_a")
         ax.set_xlabel("V_thr^a")
