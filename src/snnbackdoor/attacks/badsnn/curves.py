@@ -16,7 +16,7 @@ def eps_curve(result, options, epsilons: list[float], seed: int, setup, deepfool
     """{eps: {asr_o, asr_o_nominal, asr_o_clean_model, asr_o_clean_model_nominal}}: T_o
     fitted with each budget against the backdoored and against the clean model (at the
     provisional S_a, as the run's T_o), measured at S_a
-    (generators kept as stages of `setup.workdir`, so the eps search's controls are reused)."""
+    (generators kept as stages of `setup.workdir`, so the eps search's fits are reused)."""
     from .optimise import control_generator
     from .store import generator_stage
 
