@@ -35,7 +35,6 @@ from snnbackdoor.triggers.optimised import (
     OptimisedTrigger,
     UNetConfig,
     blend_targets,
-    fit_unet,
     load_generator,
     save_generator,
 )
@@ -123,8 +122,9 @@ def test_blending_picks_the_smallest_perturbation_that_reaches_the_target():
 def test_unet_loss_falls_and_generator_round_trips(tmp_path, clean_digits_model, digits):
     x = digits.val.floats()[:96]
     delta = (x - x ** 3).abs()
-    generator, history = fit_unet(clean_digits_model, x, delta, 0, 10,
-                                  UNetConfig(epochs=6, width=8, progress=False))
+    generator, history = fit_trigger_unet(clean_digits_model, x, delta, 0, 10,
+                                          UNetConfig(epochs=6, width=8, progress=False),
+                                          None, None)
     assert history[-1]["loss"] < history[0]["loss"]
     out = generator(x, 0)
     assert out.abs().max() <= 0.2 + 1e-6  # the L_inf budget holds

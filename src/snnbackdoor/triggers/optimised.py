@@ -6,7 +6,8 @@
 2. `ConditionalUNet`: perturbation generator conditioned on the target label (one-hot planes),
    output bounded by an L_inf budget eps * tanh(.) so comparisons share one budget; or, as
    `form: dimming`, a per-pixel dimming -x * eps * s with s in [0, 1] (T_p's direction).
-3. `fit_unet`: L = 1.0 L_sim + 0.1 L_adv + 1.0 L_wmse (Eq. 5-6), w = 1 + |Delta| / mean|Delta|.
+3. `unet_loss`: L = 1.0 L_sim + 0.1 L_adv + 1.0 L_wmse (Eq. 5-6), w = 1 + |Delta| / mean|Delta|;
+   the generator is trained by `attacks.badsnn.trigger_fit.fit_trigger_unet`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tqdm.auto import tqdm
 
 from ..io import FileFormatError, load_tensors, save_tensors
 from ..neurons import NeuronConfig, use_config
-from ..training import channels_last_layout
 from .deepfool import deepfool
 
 BLEND_MODES = ("eq4", "image")
@@ -223,58 +223,6 @@ def unet_loss(
     total = weights[0] * l_sim + weights[1] * l_adv + weights[2] * l_wmse
     parts = {"sim": l_sim, "adv": l_adv, "wmse": l_wmse}
     return total, {k: float(v.detach()) for k, v in parts.items()}
-
-
-def fit_unet(
-    model: nn.Module,
-    x: torch.Tensor,
-    delta: torch.Tensor,
-    target: int,
-    num_classes: int,
-    config: UNetConfig,
-    adv_neuron_config: NeuronConfig | None = None,
-    seed: int = 0,
-) -> tuple[ConditionalUNet, list[dict]]:
-    """Train the generator on (x, Delta_x); the SNN is frozen and in eval mode."""
-    torch.manual_seed(seed)
-    generator = ConditionalUNet(x.shape[1], num_classes, config.width, config.eps).to(x.device)
-    opt = torch.optim.Adam(generator.parameters(), lr=config.lr)
-    steps = config.epochs * -(-len(x) // config.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    params = [p for p in model.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    was_training = model.training
-    model.eval()
-    history: list[dict] = []
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        with use_config(model, adv_neuron_config), channels_last_layout(model):
-            for epoch in tqdm(range(config.epochs), desc="T_o U-Net", leave=False,
-                              disable=not config.progress):
-                order = torch.randperm(len(x), generator=gen).to(x.device)
-                sums: dict[str, float] = {"loss": 0.0, "sim": 0.0, "adv": 0.0, "wmse": 0.0}
-                for start in range(0, len(x), config.batch_size):
-                    index = order[start : start + config.batch_size]
-                    xb, db = x[index], delta[index]
-                    perturbation = generator(xb, target)
-                    logits = model((xb + perturbation).clamp(0, 1))
-                    loss, parts = unet_loss(perturbation, db, logits, target, config.weights)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    sums["loss"] += float(loss.detach()) * len(index)
-                    for key, value in parts.items():
-                        sums[key] += value * len(index)
-                history.append({"epoch": epoch + 1, **{k: v / len(x) for k, v in sums.items()}})
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
-    generator.eval()
-    return generator, history
 
 
 def deepfool_deltas(model: nn.Module, x: torch.Tensor, overshoot: float, max_iter: int,

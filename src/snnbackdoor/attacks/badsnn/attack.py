@@ -226,10 +226,7 @@ def run_badsnn_stages(setup: AttackSetup, options: BadSNNOptions,
                                     nominal_asr)
             eps = eps_search["eps"]
 
-        def fit() -> tuple:
-            return fit_at(eps)
-
-        generator, trigger_o = generator_stage(setup, "trigger_o", target, fit)
+        generator, trigger_o = generator_stage(setup, "trigger_o", target, lambda: fit_at(eps))
         triggers["asr_o"] = OptimisedTrigger(generator, target)
         with_o = {"asr_o": triggers["asr_o"]}
 
